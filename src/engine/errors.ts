@@ -1,0 +1,47 @@
+/**
+ * Typed errors. Errors cross Redis (job failures) and process boundaries, so
+ * callers recognise them by `code`, not only by `instanceof`.
+ */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'BAD_INPUT'
+  | 'UNKNOWN_COMMAND'
+  | 'UNKNOWN_CLUSTER'
+  | 'UNKNOWN_NODE'
+  | 'CHANNEL_NOT_ALLOWED'
+  | 'NOT_PERMITTED'
+  | 'QUEUE_UNAVAILABLE'
+  | 'SSH_HOST_KEY_MISMATCH'
+  | 'SSH_UNREACHABLE'
+  | 'SSH_AUTH_FAILED'
+  | 'REMOTE_TIMEOUT'
+  | 'REMOTE_FAILED'
+  | 'ETCD_UNAVAILABLE'
+  | 'ETCD_TIMEOUT'
+  | 'ETCD_ERROR'
+  | 'TIMEOUT'
+  | 'INTERNAL';
+
+export class MedicError extends Error {
+  override readonly name = 'MedicError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    /** Whether running the same thing again may succeed (BullMQ retries only these). */
+    readonly retryable = false,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function isMedicError(e: unknown): e is MedicError {
+  return typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'MedicError'
+    && typeof (e as { code?: unknown }).code === 'string';
+}
+
+/** A one-line, user-facing description of any thrown value. */
+export function describeError(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
