@@ -12,6 +12,8 @@ export type Origin =
       team?: string;
       /** response_url of the slash command (ephemeral follow-ups, 5 uses / 30 min). */
       responseUrl?: string;
+      /** Slack user group ids (S…) the user belongs to, when the adapter resolved them. */
+      groups?: string[];
     }
   | {
       adapter: 'console';
@@ -19,6 +21,7 @@ export type Origin =
       channel: string;
       /** "console:<name>" */
       user: string;
+      groups?: string[];
     };
 
 /** One command as typed: "status lab" (without the leading "/etcd"). */

@@ -1,0 +1,79 @@
+import { arg, defineCommand } from '../src/engine/command';
+import type { Report } from '../src/engine/report';
+import { summarize, StatusSummary, MemberView } from '../src/engine/status-summary';
+import type { ClusterSnapshot } from '../src/exec/types';
+
+export default defineCommand({
+  id: 'status',
+  summary: 'Members, endpoint status, health, alarms and quorum of a cluster, with what to do next',
+  args: [arg.cluster()],
+  risk: 'read',
+  async execute(ctx) {
+    const snap = await ctx.probe(ctx.cluster);
+    return statusReport(snap, summarize(ctx.cluster, snap), ctx.jobId);
+  },
+});
+
+const VERDICT_TEXT: Record<StatusSummary['verdict'], string> = {
+  healthy: 'healthy',
+  degraded: 'degraded',
+  'quorum-lost': 'quorum lost',
+};
+
+export function statusReport(snap: ClusterSnapshot, s: StatusSummary, jobId?: string): Report {
+  const level = s.verdict === 'healthy' ? 'ok' : s.verdict === 'degraded' ? 'warn' : 'critical';
+  const tolerable = `${s.tolerable} failure${s.tolerable === 1 ? '' : 's'} tolerable`;
+  return {
+    title: `etcd status — ${snap.cluster}`,
+    verdict: {
+      level,
+      text: `${VERDICT_TEXT[s.verdict]}: ${s.healthyVoters}/${s.voters} voting members healthy, quorum ${s.healthyVoters >= s.quorum ? 'holds' : 'lost'} (needs ${s.quorum}), ${tolerable}`,
+    },
+    fields: [
+      { label: 'Voting members', value: String(s.voters) },
+      { label: 'Healthy', value: `${s.healthyVoters}/${s.voters}` },
+      { label: 'Quorum size', value: String(s.quorum) },
+      { label: 'Failures tolerable', value: String(s.tolerable) },
+      { label: 'Leader', value: s.leader ? `${s.leader.name} (${s.leader.id})` : 'none' },
+      { label: 'Alarms', value: s.alarms.length ? s.alarms.map((a) => `${a.alarm} on ${a.member}`).join(', ') : 'none' },
+    ],
+    tables: [{
+      title: 'Members',
+      columns: ['NODE', 'MEMBER ID', 'ROLE', 'HEALTH', 'VERSION', 'DB SIZE (IN USE)', 'TERM', 'INDEX', 'APPLIED', 'ERRORS'],
+      rows: s.members.map(row),
+    }],
+    notes: [...s.reasons, ...s.members.filter((m) => m.probe?.status?.errors.length)
+      .map((m) => `${m.name} reports: ${m.probe!.status!.errors.join('; ')}`)],
+    next: s.next,
+    context: [`collected ${snap.collectedAt}${jobId ? ` · job ${jobId}` : ''}`],
+  };
+}
+
+function row(m: MemberView): string[] {
+  const st = m.probe?.status;
+  const role = m.isLearner ? 'learner' : m.isLeader ? 'leader' : st ? 'follower' : '?';
+  let health: string;
+  if (!m.probe) health = m.unknownToConfig ? 'not in config' : 'not probed';
+  else if (!m.probe.reachable) health = `unreachable: ${m.probe.unreachableReason ?? 'unknown'}`;
+  else if (m.probe.health?.healthy) health = `ok (${Math.round(m.probe.health.latencyMs)} ms)`;
+  else health = `unhealthy: ${m.probe.health?.error ?? 'no answer'}`;
+  return [
+    m.name,
+    m.id ?? '-',
+    role,
+    health,
+    st?.version ?? '-',
+    st ? `${size(st.dbSize)} (${st.dbSizeInUse ? size(st.dbSizeInUse) : '-'})` : '-',
+    st?.raftTerm ?? '-',
+    st?.raftIndex ?? '-',
+    st?.raftAppliedIndex ?? '-',
+    st?.errors.length ? st.errors.join('; ') : '-',
+  ];
+}
+
+function size(bytes: number): string {
+  if (bytes >= 1 << 30) return `${(bytes / (1 << 30)).toFixed(1)} GiB`;
+  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
+  if (bytes >= 1 << 10) return `${(bytes / (1 << 10)).toFixed(0)} KiB`;
+  return `${bytes} B`;
+}

@@ -1,0 +1,90 @@
+import type { MedicConfig, ClusterConfig } from '../config/schema';
+import { NAME_PATTERN } from '../config/schema';
+import { CommandDef, usage } from './command';
+import { MedicError } from './errors';
+
+/** Longest command line accepted; anything longer is refused before it is read further. */
+export const MAX_INPUT_CHARS = 300;
+/** Every token must match this: no shell metacharacters, no whitespace tricks, ASCII only. */
+const TOKEN_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+export interface Parsed {
+  command: CommandDef;
+  args: Record<string, string>;
+  cluster?: ClusterConfig;
+}
+
+/**
+ * Turn chat text into a command and validated arguments. Nothing from chat is used
+ * further unless it matched a strict pattern and, for clusters and nodes, the inventory.
+ */
+export function parseInvocation(text: string, commands: readonly CommandDef[], config: MedicConfig): Parsed {
+  if (text.length > MAX_INPUT_CHARS) {
+    throw new MedicError('BAD_INPUT', `input is ${text.length} characters long; commands are at most ${MAX_INPUT_CHARS}. Try /etcd help`);
+  }
+  const tokens = text.trim().split(/[ \t]+/).filter((t) => t.length > 0);
+  if (tokens.length === 0) return { command: mustFind('help', commands), args: {} };
+  for (const t of tokens) checkToken(t);
+
+  const [word, ...rest] = tokens;
+  const command = commands.find((c) => c.id === word.toLowerCase());
+  if (!command) {
+    throw new MedicError('UNKNOWN_COMMAND', `unknown command '${word}': commands are ${commands.map((c) => c.id).join(', ')}. Try /etcd help`);
+  }
+  if (rest.length > command.args.length) {
+    throw new MedicError('BAD_INPUT', `too many arguments for ${command.id}: usage ${usage(command)}`);
+  }
+  const args: Record<string, string> = {};
+  let cluster: ClusterConfig | undefined;
+  command.args.forEach((spec, i) => {
+    const value = rest[i];
+    if (value === undefined) {
+      const hint = spec.kind === 'cluster' ? `; known clusters are ${config.clusters.map((c) => c.name).join(', ')}` : '';
+      throw new MedicError('BAD_INPUT', `missing <${spec.name}>: usage ${usage(command)}${hint}`);
+    }
+    switch (spec.kind) {
+      case 'cluster': {
+        cluster = config.clusters.find((c) => c.name === value);
+        if (!cluster) {
+          throw new MedicError('UNKNOWN_CLUSTER', `unknown cluster '${value}': known clusters are ${config.clusters.map((c) => c.name).join(', ')}`);
+        }
+        args[spec.name] = cluster.name;
+        break;
+      }
+      case 'node': {
+        if (!cluster) throw new Error(`command ${command.id}: a node argument needs a cluster argument before it`);
+        const node = cluster.nodes.find((n) => n.name === value);
+        if (!node) {
+          throw new MedicError('UNKNOWN_NODE', `unknown node '${value}' in cluster ${cluster.name}: its nodes are ${cluster.nodes.map((n) => n.name).join(', ')}`);
+        }
+        args[spec.name] = node.name;
+        break;
+      }
+      case 'choice': {
+        const choice = spec.choices.find((c) => c === value.toLowerCase());
+        if (!choice) throw new MedicError('BAD_INPUT', `<${spec.name}> must be one of ${spec.choices.join(', ')}, not '${value}'`);
+        args[spec.name] = choice;
+        break;
+      }
+    }
+  });
+  return { command, args, cluster };
+}
+
+function checkToken(t: string): void {
+  if (TOKEN_PATTERN.test(t)) return;
+  // Say what is wrong without echoing arbitrary bytes back verbatim.
+  const shown = JSON.stringify(t.length > 40 ? `${t.slice(0, 40)}…` : t);
+  throw new MedicError(
+    'BAD_INPUT',
+    `argument ${shown} is not allowed: arguments are names of letters, digits, '.', '_' and '-' (at most 63 characters), such as a cluster or node name. Try /etcd help`,
+  );
+}
+
+function mustFind(id: string, commands: readonly CommandDef[]): CommandDef {
+  const c = commands.find((x) => x.id === id);
+  if (!c) throw new Error(`no ${id} command registered`);
+  return c;
+}
+
+export { NAME_PATTERN };

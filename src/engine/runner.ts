@@ -1,0 +1,38 @@
+import type { ClusterConfig, MedicConfig } from '../config/schema';
+import type { ClusterSnapshot } from '../exec/types';
+import type { CommandDef } from './command';
+import { describeError, isMedicError } from './errors';
+import { errorReport, Report } from './report';
+import type { JobRequest } from './types';
+
+export interface RunnerDeps {
+  config: MedicConfig;
+  commands: readonly CommandDef[];
+  probe(cluster: ClusterConfig): Promise<ClusterSnapshot>;
+}
+
+/**
+ * Runs a queued job in a worker and always produces a Report: a failure becomes a
+ * report that says what went wrong, so the requester never meets silence.
+ */
+export function createJobRunner(deps: RunnerDeps) {
+  return {
+    async run(job: JobRequest, jobId: string): Promise<Report> {
+      const command = deps.commands.find((c) => c.id === job.command);
+      const cluster = deps.config.clusters.find((c) => c.name === job.cluster);
+      const title = `etcd ${job.command} — ${job.cluster ?? '?'}`;
+      if (!command?.execute) return errorReport(title, `this worker does not know the command '${job.command}' (is it running an older version?)`);
+      if (!cluster) return errorReport(title, `cluster '${job.cluster}' is no longer in this worker's configuration`, ['/etcd clusters']);
+      try {
+        return await command.execute({
+          config: deps.config, cluster, args: job.args, origin: job.origin, jobId, probe: deps.probe,
+        });
+      } catch (e) {
+        const code = isMedicError(e) ? ` [${e.code}]` : '';
+        return errorReport(title, `${job.command} failed${code}: ${describeError(e)}`);
+      }
+    },
+  };
+}
+
+export type JobRunner = ReturnType<typeof createJobRunner>;

@@ -1,0 +1,165 @@
+import type { ClusterConfig } from '../config/schema';
+import type { ClusterSnapshot, MemberInfo, NodeProbe } from '../exec/types';
+
+export type Verdict = 'healthy' | 'degraded' | 'quorum-lost';
+
+export interface MemberView {
+  /** Config node name, or the member's own name when no configured node matches. */
+  name: string;
+  id?: string;
+  node?: string;
+  probe?: NodeProbe;
+  isLearner: boolean;
+  isLeader: boolean;
+  healthy: boolean;
+  /** In the member list but not in clusters.yaml (e.g. left behind after force-new-cluster). */
+  unknownToConfig: boolean;
+}
+
+export interface StatusSummary {
+  verdict: Verdict;
+  members: MemberView[];
+  voters: number;
+  healthyVoters: number;
+  quorum: number;
+  tolerable: number;
+  leader?: { id: string; name: string };
+  alarms: Array<{ member: string; alarm: string }>;
+  unreachable: Array<{ node: string; reason: string }>;
+  /** Configured nodes that are not members at all (never joined, or removed). */
+  notMembers: string[];
+  next: string[];
+  reasons: string[];
+}
+
+function hostOf(url: string): string {
+  return url.replace(/^[a-z]+:\/\//, '');
+}
+
+/** The member list we trust most: the leader's, else the longest any member returned. */
+function memberList(probes: NodeProbe[]): MemberInfo[] | undefined {
+  const withList = probes.filter((p) => p.members && p.members.length > 0);
+  const fromLeader = withList.find((p) => p.status && p.status.leader === p.status.memberId);
+  if (fromLeader) return fromLeader.members;
+  return withList.sort((a, b) => (b.members!.length - a.members!.length))[0]?.members;
+}
+
+function agreedLeader(probes: NodeProbe[]): string | undefined {
+  const votes = new Map<string, number>();
+  for (const p of probes) {
+    const l = p.status?.leader;
+    if (l && !/^0+$/.test(l)) votes.set(l, (votes.get(l) ?? 0) + 1);
+  }
+  return [...votes.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+}
+
+/**
+ * Pure: what the probes mean. A member counts as healthy only when its own health check
+ * (a linearizable read) passed — a member that answers status but can't reach quorum is
+ * not healthy.
+ */
+export function summarize(cluster: ClusterConfig, snap: ClusterSnapshot): StatusSummary {
+  const probes = snap.probes;
+  const list = memberList(probes);
+  const leaderId = agreedLeader(probes);
+  const byNode = new Map(probes.map((p) => [p.node, p]));
+  const members: MemberView[] = [];
+  const seenNodes = new Set<string>();
+
+  const nodeFor = (m: MemberInfo) => cluster.nodes.find((n) => n.name === m.name)
+    ?? cluster.nodes.find((n) => m.peerUrls.some((u) => hostOf(u) === hostOf(n.peerUrl)));
+
+  if (list) {
+    for (const m of list) {
+      const node = nodeFor(m);
+      const probe = node ? byNode.get(node.name) : undefined;
+      if (node) seenNodes.add(node.name);
+      members.push({
+        name: node?.name ?? (m.name || `(unstarted ${m.id})`),
+        id: m.id,
+        node: node?.name,
+        probe,
+        isLearner: m.isLearner,
+        isLeader: m.id === leaderId,
+        healthy: !!probe?.health?.healthy,
+        unknownToConfig: !node,
+      });
+    }
+  } else {
+    // No member answered a member list: all we know is the configured nodes.
+    for (const n of cluster.nodes) {
+      const probe = byNode.get(n.name);
+      seenNodes.add(n.name);
+      members.push({
+        name: n.name, id: probe?.status?.memberId, node: n.name, probe, isLearner: false,
+        isLeader: !!leaderId && probe?.status?.memberId === leaderId, healthy: !!probe?.health?.healthy, unknownToConfig: false,
+      });
+    }
+  }
+
+  const voters = members.filter((m) => !m.isLearner);
+  const healthyVoters = voters.filter((m) => m.healthy).length;
+  const quorum = Math.floor(voters.length / 2) + 1;
+  const tolerable = Math.max(0, healthyVoters - quorum);
+  const alarms = probes.flatMap((p) => (p.alarms ?? []).filter((a) => a.alarm !== 'NONE')
+    .map((a) => ({ member: members.find((m) => m.id === a.memberId)?.name ?? a.memberId, alarm: a.alarm })));
+  const uniqueAlarms = [...new Map(alarms.map((a) => [`${a.member}/${a.alarm}`, a])).values()];
+  const unreachable = probes.filter((p) => !p.reachable).map((p) => ({ node: p.node, reason: p.unreachableReason ?? 'unknown' }));
+  const notMembers = list ? cluster.nodes.filter((n) => !seenNodes.has(n.name)).map((n) => n.name) : [];
+  const leaderView = members.find((m) => m.isLeader);
+
+  let verdict: Verdict;
+  if (healthyVoters < quorum) verdict = 'quorum-lost';
+  else if (healthyVoters < voters.length || uniqueAlarms.length > 0 || notMembers.length > 0
+    || members.some((m) => m.unknownToConfig || m.isLearner)) verdict = 'degraded';
+  else verdict = 'healthy';
+
+  const { next, reasons } = advise(cluster.name, verdict, members, uniqueAlarms, notMembers, unreachable);
+  return {
+    verdict, members, voters: voters.length, healthyVoters, quorum, tolerable,
+    leader: leaderView && leaderView.id ? { id: leaderView.id, name: leaderView.name } : undefined,
+    alarms: uniqueAlarms, unreachable, notMembers, next, reasons,
+  };
+}
+
+function advise(
+  cluster: string, verdict: Verdict, members: MemberView[], alarms: StatusSummary['alarms'],
+  notMembers: string[], unreachable: StatusSummary['unreachable'],
+): { next: string[]; reasons: string[] } {
+  const next: string[] = [];
+  const reasons: string[] = [];
+  const unhealthy = members.filter((m) => !m.healthy && !m.isLearner);
+  if (verdict === 'quorum-lost') {
+    // The survivor with the highest raft index has the most data: it should seed the new cluster.
+    const survivors = members.filter((m) => m.probe?.status && m.node)
+      .sort((a, b) => (BigInt(b.probe!.status!.raftIndex) > BigInt(a.probe!.status!.raftIndex) ? 1 : -1));
+    reasons.push(`quorum lost: ${members.filter((m) => m.healthy && !m.isLearner).length} of ${members.filter((m) => !m.isLearner).length} voting members healthy; the cluster can't accept writes or membership changes`);
+    if (survivors[0]) {
+      reasons.push(`${survivors[0].name} still has its data (raft index ${survivors[0].probe!.status!.raftIndex}); if the other members can't be brought back, force a new cluster from it`);
+      next.push(`/etcd force-new-cluster ${cluster} ${survivors[0].name}`);
+    } else {
+      reasons.push('no member answered at all: bring nodes back, or restore from a snapshot');
+      next.push(`/etcd snapshot list ${cluster}`);
+    }
+    return { next, reasons };
+  }
+  for (const m of unhealthy) {
+    const u = unreachable.find((x) => x.node === m.node);
+    reasons.push(u ? `${m.name} is unreachable: ${u.reason}` : `${m.name} is not healthy: ${m.probe?.health?.error ?? 'health check failed'}`);
+    if (m.node) next.push(`/etcd replace-member ${cluster} ${m.node}`);
+    else if (m.id) next.push(`/etcd remove-member ${cluster} ${m.id}`);
+  }
+  for (const m of members.filter((x) => x.unknownToConfig && x.healthy)) {
+    reasons.push(`member ${m.name} (${m.id}) is not in clusters.yaml`);
+  }
+  for (const n of notMembers) {
+    reasons.push(`${n} is configured but is not a member of the cluster`);
+    next.push(`/etcd add-member ${cluster} ${n}`);
+  }
+  for (const a of alarms) {
+    reasons.push(`alarm ${a.alarm} raised on ${a.member}`);
+    if (a.alarm === 'NOSPACE') next.push(`/etcd defrag ${cluster}`, `/etcd alarm ${cluster} disarm`);
+  }
+  if (verdict !== 'healthy' && next.length === 0) next.push(`/etcd status ${cluster}`);
+  return { next: [...new Set(next)], reasons };
+}

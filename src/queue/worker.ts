@@ -1,0 +1,46 @@
+import { Worker } from 'bullmq';
+import type { JobRunner } from '../engine/runner';
+import type { Notifier, JobRequest, Origin } from '../engine/types';
+import type { Report } from '../engine/report';
+import { DEFAULT_QUEUE, workerConnection } from './queue';
+
+export interface JobWorkerOptions {
+  redisUrl: string;
+  runner: JobRunner;
+  /** Delivers reports per adapter; the console adapter reads job results itself. */
+  notifiers: Partial<Record<Origin['adapter'], Notifier>>;
+  /** @defaultValue DEFAULT_QUEUE */
+  name?: string;
+  /** @defaultValue 4 */
+  concurrency?: number;
+  /**
+   * Every worker of a queue must use the same lock and stalled-check timing: the stalled
+   * check is gated queue-wide by whichever worker set it.
+   * @defaultValue 30000
+   */
+  lockDurationMs?: number;
+  log?: (msg: string, extra?: Record<string, unknown>) => void;
+}
+
+export function createJobWorker(opts: JobWorkerOptions): Worker<JobRequest, Report> {
+  const lockDuration = opts.lockDurationMs ?? 30000;
+  const worker = new Worker<JobRequest, Report>(
+    opts.name ?? DEFAULT_QUEUE,
+    async (job) => {
+      const jobId = job.id ?? '?';
+      const report = await opts.runner.run(job.data, jobId);
+      const notifier = opts.notifiers[job.data.origin.adapter];
+      if (notifier) await notifier.deliver(job.data.origin, report, { jobId });
+      return report;
+    },
+    {
+      connection: workerConnection(opts.redisUrl),
+      concurrency: opts.concurrency ?? 4,
+      lockDuration,
+      stalledInterval: lockDuration,
+    },
+  );
+  worker.on('failed', (job, err) => opts.log?.('job failed', { jobId: job?.id, error: err.message }));
+  worker.on('error', (err) => opts.log?.('worker error', { error: err.message }));
+  return worker;
+}

@@ -1,0 +1,83 @@
+import { readFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { MedicError } from './engine/errors';
+
+export type Role = 'all' | 'web' | 'worker' | 'console';
+
+/** Everything the process reads from its environment. Secrets never come from clusters.yaml. */
+export interface Settings {
+  configPath: string;
+  role: Role;
+  redisUrl: string;
+  port: number;
+  host: string;
+  slack?: { botToken: string; signingSecret: string; apiUrl?: string; appToken?: string; socketMode: boolean };
+  sshKey?: Buffer;
+  sshKeyFile?: string;
+  consoleUser: string;
+  logLevel: string;
+}
+
+/** A secret from VAR, or from the file named by VAR_FILE. */
+function secret(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const direct = env[name];
+  if (direct) return direct.trim();
+  const file = env[`${name}_FILE`];
+  if (!file) return undefined;
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new MedicError('CONFIG_INVALID', `${name}_FILE=${file}: ${(e as Error).message}`);
+  }
+}
+
+export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const botToken = secret(env, 'SLACK_BOT_TOKEN');
+  const signingSecret = secret(env, 'SLACK_SIGNING_SECRET');
+  const appToken = secret(env, 'SLACK_APP_TOKEN');
+  const socketMode = env.SLACK_SOCKET_MODE === '1' || env.SLACK_SOCKET_MODE === 'true';
+  const slack = botToken && (signingSecret || (socketMode && appToken))
+    ? { botToken, signingSecret: signingSecret ?? '', apiUrl: env.SLACK_API_URL || undefined, appToken, socketMode }
+    : undefined;
+  if ((botToken || signingSecret) && !slack) {
+    throw new MedicError('CONFIG_INVALID', 'Slack needs both SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN with SLACK_SOCKET_MODE=1); set both, or neither for the console');
+  }
+  if (socketMode && !appToken) throw new MedicError('CONFIG_INVALID', 'SLACK_SOCKET_MODE=1 needs SLACK_APP_TOKEN (xapp-…)');
+
+  const role = (env.MEDIC_ROLE || (slack ? 'all' : 'console')) as Role;
+  if (!['all', 'web', 'worker', 'console'].includes(role)) {
+    throw new MedicError('CONFIG_INVALID', `MEDIC_ROLE=${role}: must be all, web, worker or console`);
+  }
+  if ((role === 'all' || role === 'web') && !slack) {
+    throw new MedicError('CONFIG_INVALID', `MEDIC_ROLE=${role} serves Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, or use MEDIC_ROLE=console`);
+  }
+  const port = Number(env.PORT ?? 3000);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new MedicError('CONFIG_INVALID', `PORT=${env.PORT}: not a port number`);
+
+  const sshKeyFile = env.MEDIC_SSH_KEY_FILE;
+  let sshKey: Buffer | undefined;
+  const inline = env.MEDIC_SSH_KEY;
+  if (inline) sshKey = Buffer.from(inline);
+  else if (sshKeyFile) {
+    try {
+      sshKey = readFileSync(sshKeyFile);
+    } catch (e) {
+      throw new MedicError('CONFIG_INVALID', `MEDIC_SSH_KEY_FILE=${sshKeyFile}: ${(e as Error).message}`);
+    }
+  }
+  if (role !== 'web' && !sshKey) {
+    throw new MedicError('CONFIG_INVALID', `MEDIC_ROLE=${role} runs jobs on the nodes: set MEDIC_SSH_KEY_FILE to the bot's SSH private key`);
+  }
+  return {
+    configPath: env.MEDIC_CONFIG || '/etc/etcd-medic/clusters.yaml',
+    role,
+    redisUrl: env.REDIS_URL || 'redis://127.0.0.1:6379',
+    port,
+    host: env.HOST || '0.0.0.0',
+    slack,
+    sshKey,
+    sshKeyFile,
+    consoleUser: env.MEDIC_CONSOLE_USER || `console:${userInfo().username.toLowerCase().replace(/[^a-z0-9._-]/g, '') || 'operator'}`,
+    logLevel: env.LOG_LEVEL || 'info',
+  };
+}
