@@ -50,6 +50,7 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
   let lastError = 'not connected yet';
   connection.on('error', (e) => { lastError = describeError(e); });
   const queue = new Queue(name, { connection });
+  queue.on('error', (e) => { lastError = describeError(e); });
   let events: QueueEvents | undefined;
 
   const unavailable = (why: string) => new MedicError(

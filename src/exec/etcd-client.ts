@@ -1,0 +1,171 @@
+/**
+ * One etcd member, over etcd3 (npm). etcd3 is unmaintained: we use only its plain
+ * RPC clients, turn off its retries and circuit breakers, put a deadline on every
+ * call (and a local one behind it), and translate every failure here.
+ */
+import {
+  AlarmAction, AlarmType, ClientClosedError, Etcd3, EtcdPermissionDeniedError, GRPCCancelledError,
+  GRPCDeadlineExceededError, GRPCUnauthenticatedError, GRPCUnavailableError, IOptions,
+} from 'etcd3';
+import { ErrorCode, isMedicError, MedicError } from '../engine/errors';
+import { Alarm, EndpointStatus, MemberInfo } from './types';
+
+export interface EtcdTls {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+export interface EtcdMemberClientOptions {
+  /** https://127.0.0.1:<tunnel port> (or the member's URL when reachable directly). */
+  endpoint: string;
+  /** Client certificate; omit only for an http:// endpoint. */
+  tls?: EtcdTls;
+  /** Name the server certificate must cover (the member's real host), when the endpoint is a tunnel. */
+  servername?: string;
+  /** Deadline of every call. */
+  deadlineMs: number;
+  /** Who this is in messages, e.g. "node3". @defaultValue the endpoint */
+  label?: string;
+}
+
+export interface EtcdHealth {
+  healthy: boolean;
+  latencyMs: number;
+  error?: string;
+}
+
+export interface EtcdMemberClient {
+  readonly endpoint: string;
+  status(): Promise<EndpointStatus>;
+  memberList(): Promise<MemberInfo[]>;
+  alarms(): Promise<Alarm[]>;
+  /** Like `etcdctl endpoint health`; never throws. */
+  health(): Promise<EtcdHealth>;
+  close(): void;
+}
+
+type FaultPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
+
+/**
+ * A policy that calls through once. etcd3's defaults retry on a random other host and
+ * open a 5 s circuit breaker; a retried memberAdd/memberRemove can apply twice. etcd3
+ * only ever calls `execute` on these policies (cockatiel is not our dependency).
+ */
+const callOnce = {
+  execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T) =>
+    Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
+} as unknown as FaultPolicy;
+
+/** Local guard behind the gRPC deadline, in case a call never settles. */
+const LOCAL_GRACE_MS = 1000;
+
+export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberClient {
+  const who = o.label ?? o.endpoint;
+  const client = new Etcd3({
+    hosts: [o.endpoint],
+    credentials: o.tls ? { rootCertificate: o.tls.ca, certChain: o.tls.cert, privateKey: o.tls.key } : undefined,
+    grpcOptions: o.servername ? { 'grpc.ssl_target_name_override': o.servername } : undefined,
+    faultHandling: { host: () => callOnce, global: callOnce },
+    defaultCallOptions: () => ({ deadline: Date.now() + o.deadlineMs }),
+  });
+
+  const call = async <T>(what: string, fn: (opts: { deadline: number }) => Promise<T>): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    const guard = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new GRPCDeadlineExceededError('local deadline exceeded')), o.deadlineMs + LOCAL_GRACE_MS);
+    });
+    try {
+      return await Promise.race([fn({ deadline: Date.now() + o.deadlineMs }), guard]);
+    } catch (e) {
+      throw toMedicError(e, `etcd ${who} ${what}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  return {
+    endpoint: o.endpoint,
+
+    status: () => call('status', async (opts) => {
+      const r = await client.maintenance.status(opts);
+      return {
+        memberId: hexId(r.header.member_id),
+        version: r.version,
+        dbSize: Number(r.dbSize),
+        // etcd 3.4 sends no dbSizeInUse; the proto default makes it "0".
+        dbSizeInUse: Number(r.dbSizeInUse ?? 0) || 0,
+        leader: hexId(r.leader),
+        isLearner: Boolean(r.isLearner),
+        raftTerm: String(r.raftTerm),
+        raftIndex: String(r.raftIndex),
+        raftAppliedIndex: String(r.raftAppliedIndex ?? '0'),
+        errors: r.errors ?? [],
+      };
+    }),
+
+    // Served from the member's local state (3.4 has no linearizable flag; 3.5 defaults to
+    // false), so it answers even when quorum is lost.
+    memberList: () => call('member list', async (opts) => {
+      const r = await client.cluster.memberList({ linearizable: false }, opts);
+      return (r.members ?? []).map((m) => ({
+        id: hexId(m.ID),
+        name: m.name ?? '',
+        peerUrls: m.peerURLs ?? [],
+        clientUrls: m.clientURLs ?? [],
+        isLearner: Boolean(m.isLearner),
+      }));
+    }),
+
+    alarms: () => call('alarm list', async (opts) => {
+      const r = await client.maintenance.alarm({ action: AlarmAction.Get, memberID: 0, alarm: AlarmType.None }, opts);
+      return (r.alarms ?? []).map((a) => ({ memberId: hexId(a.memberID), alarm: String(a.alarm).toUpperCase() }));
+    }),
+
+    // `etcdctl endpoint health`: a linearizable get of "health" needs the leader and a
+    // quorum; "permission denied" still proves the member serves requests.
+    health: async () => {
+      const start = Date.now();
+      try {
+        await call('health', (opts) => client.kv.range({ key: Buffer.from('health') }, opts));
+        return { healthy: true, latencyMs: Date.now() - start };
+      } catch (e) {
+        const latencyMs = Date.now() - start;
+        const cause = (e as MedicError).cause;
+        if (cause instanceof EtcdPermissionDeniedError) return { healthy: true, latencyMs };
+        return { healthy: false, latencyMs, error: (e as Error).message };
+      }
+    },
+
+    close: () => client.close(),
+  };
+}
+
+/** etcd3 returns uint64 ids as decimal strings; etcdctl (and we) print lowercase hex. */
+export function hexId(decimal: string | number): string {
+  const s = String(decimal);
+  if (!/^\d+$/.test(s)) throw new MedicError('ETCD_ERROR', `unexpected member id from etcd: ${JSON.stringify(s)}`);
+  return BigInt(s).toString(16);
+}
+
+type ErrorClass = abstract new (...args: never[]) => Error;
+
+/**
+ * The one table from etcd3/gRPC failures to our codes. Rows are tried in order;
+ * etcd3 usually casts gRPC errors to its classes, the numeric gRPC status is the fallback.
+ */
+const ETCD_ERROR_TABLE: { classes: ErrorClass[]; grpcCodes: number[]; code: ErrorCode; retryable: boolean; hint: string }[] = [
+  { classes: [GRPCDeadlineExceededError], grpcCodes: [4], code: 'ETCD_TIMEOUT', retryable: true, hint: 'no answer before the deadline' },
+  { classes: [GRPCUnavailableError, GRPCCancelledError, ClientClosedError], grpcCodes: [1, 14], code: 'ETCD_UNAVAILABLE', retryable: true, hint: 'unavailable' },
+  { classes: [EtcdPermissionDeniedError, GRPCUnauthenticatedError], grpcCodes: [7, 16], code: 'ETCD_ERROR', retryable: false, hint: 'refused the client certificate' },
+];
+
+export function toMedicError(e: unknown, context: string): MedicError {
+  if (isMedicError(e)) return e;
+  const err = e instanceof Error ? e : new Error(String(e));
+  const grpcCode = (err as { code?: unknown }).code;
+  const row = ETCD_ERROR_TABLE.find((r) => r.classes.some((c) => err instanceof c) || (typeof grpcCode === 'number' && r.grpcCodes.includes(grpcCode)));
+  const code = row?.code ?? 'ETCD_ERROR';
+  const hint = row ? `${row.hint}: ` : '';
+  return new MedicError(code, `${context}: ${hint}${err.message}`, row?.retryable ?? false, { cause: err });
+}

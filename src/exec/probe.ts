@@ -1,0 +1,147 @@
+/**
+ * `/etcd status`: ask every configured member, in parallel, what it sees.
+ * Each node gets cluster.statusTimeoutMs: a dead node shows up as unreachable after it
+ * and never holds back the others' answers.
+ */
+import { readFile } from 'node:fs/promises';
+import { ClusterConfig, NodeConfig } from '../config/schema';
+import { describeError, isMedicError, MedicError } from '../engine/errors';
+import { createEtcdMemberClient, EtcdMemberClient, EtcdTls } from './etcd-client';
+import { SshPool, SshSession, SshTarget, SshTunnel } from './ssh';
+import { ClusterSnapshot, NodeProbe } from './types';
+
+export interface ProbeDeps {
+  /** The job's pool; the probe reuses its sessions and leaves them open. */
+  ssh: SshPool;
+  /** Reads the bot's own TLS files (etcd.auth.mode client-cert). @defaultValue fs.promises.readFile */
+  secrets?: { readFile(path: string): Promise<Buffer> };
+  /** @defaultValue () => new Date() */
+  now?: () => Date;
+}
+
+/** Bound on one TLS file read from a node (certificates and keys are a few KiB). */
+const MAX_TLS_FILE = 64 * 1024;
+
+export function sshTargetFor(cluster: ClusterConfig, node: NodeConfig): SshTarget {
+  return {
+    node: node.name,
+    host: node.ssh.host,
+    port: node.ssh.port,
+    user: node.ssh.user ?? cluster.ssh.user,
+    hostKey: node.ssh.hostKey,
+    connectTimeoutMs: cluster.ssh.connectTimeoutMs,
+    commandTimeoutMs: cluster.ssh.commandTimeoutMs,
+  };
+}
+
+export async function probeCluster(cluster: ClusterConfig, deps: ProbeDeps): Promise<ClusterSnapshot> {
+  const collectedAt = (deps.now?.() ?? new Date()).toISOString();
+  let localTls: Promise<EtcdTls> | undefined;
+  const tlsFor = async (session: SshSession): Promise<EtcdTls> => {
+    const auth = cluster.etcd.auth;
+    if (auth.mode === 'client-cert') {
+      const read = deps.secrets?.readFile ?? ((p: string) => readFile(p));
+      localTls ??= Promise.all([read(auth.ca), read(auth.cert), read(auth.key)]).then(([ca, cert, key]) => ({ ca, cert, key }));
+      return localTls;
+    }
+    // kubeadm's healthcheck-client certificate: read-only in etcd's RBAC and present on every control-plane node.
+    const pki = cluster.paths.pki;
+    const [ca, cert, key] = await Promise.all(
+      ['ca.crt', 'healthcheck-client.crt', 'healthcheck-client.key'].map((f) => session.readFile(`${pki}/${f}`, { maxBytes: MAX_TLS_FILE })),
+    );
+    return { ca, cert, key };
+  };
+  const probes = await Promise.all(cluster.nodes.map((node) => probeNode(cluster, node, deps.ssh, tlsFor)));
+  return { cluster: cluster.name, collectedAt, probes };
+}
+
+/** Closes what a node probe opened, including what arrives after its deadline. */
+class Scope {
+  private closers: (() => unknown)[] = [];
+  private closed = false;
+  add<T>(resource: T, close: (r: T) => unknown): T {
+    if (this.closed) {
+      void Promise.resolve().then(() => close(resource)).catch(() => undefined);
+      throw new MedicError('TIMEOUT', 'probe already timed out');
+    }
+    this.closers.push(() => close(resource));
+    return resource;
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+    const cs = this.closers.reverse();
+    this.closers = [];
+    await Promise.all(cs.map((c) => Promise.resolve().then(c).catch(() => undefined)));
+  }
+}
+
+async function probeNode(
+  cluster: ClusterConfig, node: NodeConfig, ssh: SshPool, tlsFor: (s: SshSession) => Promise<EtcdTls>,
+): Promise<NodeProbe> {
+  const base = { node: node.name, clientUrl: node.clientUrl };
+  const scope = new Scope();
+  let stage = 'connecting over ssh';
+  const work = (async (): Promise<NodeProbe> => {
+    const session = await ssh.session(sshTargetFor(cluster, node));
+    stage = 'reading TLS material';
+    const url = new URL(node.clientUrl);
+    const https = url.protocol === 'https:';
+    const tls = https ? await tlsFor(session) : undefined;
+    stage = 'opening the tunnel';
+    // Dialled from the node, so a member bound to the node's own address is reachable.
+    const tunnel = scope.add(await session.openTunnel(url.hostname, Number(url.port)), (t) => t.close());
+    stage = 'asking etcd';
+    const etcd = scope.add(createEtcdMemberClient({
+      endpoint: `${https ? 'https' : 'http'}://127.0.0.1:${tunnel.localPort}`,
+      tls,
+      servername: url.hostname,
+      deadlineMs: cluster.etcd.callTimeoutMs,
+      label: node.name,
+    }), (c) => c.close());
+    return askMember(etcd, tunnel, base);
+  })();
+
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<NodeProbe>((resolve) => {
+    timer = setTimeout(() => resolve({
+      ...base, reachable: false, errorCode: 'TIMEOUT',
+      unreachableReason: `${node.name}: no answer within ${cluster.statusTimeoutMs} ms (while ${stage})`,
+    }), cluster.statusTimeoutMs);
+  });
+  try {
+    return await Promise.race([work.catch((e: unknown) => unreachable(base, e)), deadline]);
+  } finally {
+    clearTimeout(timer);
+    await scope.close();
+  }
+}
+
+/** Partial answers are kept: under quorum loss status and member list work, health does not. */
+async function askMember(etcd: EtcdMemberClient, tunnel: SshTunnel, base: { node: string; clientUrl: string }): Promise<NodeProbe> {
+  const [status, health, members, alarms] = await Promise.allSettled([etcd.status(), etcd.health(), etcd.memberList(), etcd.alarms()]);
+  const probe: NodeProbe = {
+    ...base,
+    reachable: status.status === 'fulfilled',
+    status: status.status === 'fulfilled' ? status.value : undefined,
+    health: health.status === 'fulfilled' ? health.value : undefined,
+    members: members.status === 'fulfilled' ? members.value : undefined,
+    alarms: alarms.status === 'fulfilled' ? alarms.value : undefined,
+  };
+  if (status.status === 'rejected') {
+    const u = unreachable(base, status.reason);
+    // "Connection refused" on the node's side says more than gRPC's "unavailable".
+    const why = tunnel.lastError();
+    probe.errorCode = u.errorCode;
+    probe.unreachableReason = why ? `${u.unreachableReason} (${why})` : u.unreachableReason;
+  }
+  return probe;
+}
+
+function unreachable(base: { node: string; clientUrl: string }, e: unknown): NodeProbe {
+  return {
+    ...base,
+    reachable: false,
+    errorCode: isMedicError(e) ? e.code : 'INTERNAL',
+    unreachableReason: describeError(e),
+  };
+}

@@ -1,0 +1,55 @@
+import { loadConfig } from './config/load';
+import { describeError } from './engine/errors';
+import { readSettings } from './settings';
+import { startMedic } from './app';
+import { runConsole } from './adapters/console/console';
+import { createLogger } from './log';
+
+/**
+ * Process roles: all (Slack web + worker), web, worker, console (console + embedded
+ * worker; the default when no Slack credentials are set).
+ */
+async function main(): Promise<void> {
+  const settings = readSettings();
+  const log = createLogger(settings.logLevel);
+  const config = loadConfig(settings.configPath);
+  const role = settings.role;
+  const medic = await startMedic({
+    config,
+    redisUrl: settings.redisUrl,
+    worker: role !== 'web',
+    sshKey: settings.sshKey,
+    slack: (role === 'all' || role === 'web') && settings.slack
+      ? { ...settings.slack, port: settings.port, host: settings.host }
+      : undefined,
+    log,
+  });
+  log.info({ role, clusters: config.clusters.map((c) => c.name), redis: settings.redisUrl.replace(/\/\/[^@/]*@/, '//***@') }, 'etcd-medic started');
+
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ why }, 'stopping');
+    await medic.stop();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+
+  if (role === 'console') {
+    await runConsole({
+      engine: medic.engine,
+      waitForReport: (id, ms) => medic.queue.waitForReport(id, ms),
+      input: process.stdin,
+      output: process.stdout,
+      user: settings.consoleUser,
+    });
+    await stop('console closed');
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`etcd-medic: ${describeError(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,252 @@
+/**
+ * ssh executor against a real, throwaway OpenSSH sshd on 127.0.0.1 (Debian's openssh-server).
+ */
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RemoteCommand, sh } from '../src/exec/shell';
+import { createSshPool, SshPool, SshTarget } from '../src/exec/ssh';
+
+interface Sshd { port: number; fingerprint: string; clientKey: Buffer; dir: string; child: ChildProcess }
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1');
+    c.once('connect', () => { c.destroy(); resolve(true); });
+    c.once('error', () => resolve(false));
+  });
+}
+
+function keygen(path: string): void {
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'medic-test', '-f', path]);
+}
+
+async function startSshd(): Promise<Sshd> {
+  const dir = mkdtempSync(join(tmpdir(), 'medic-sshd-'));
+  mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege separation directory
+  keygen(join(dir, 'host_key'));
+  keygen(join(dir, 'client_key'));
+  writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'client_key.pub')));
+  const port = await freePort();
+  writeFileSync(join(dir, 'sshd_config'), [
+    'ListenAddress 127.0.0.1',
+    `Port ${port}`,
+    `HostKey ${join(dir, 'host_key')}`,
+    `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+    `PidFile ${join(dir, 'sshd.pid')}`,
+    'UsePAM no',
+    'PermitRootLogin prohibit-password',
+    'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no',
+    'StrictModes no',
+    'LogLevel ERROR',
+    '',
+  ].join('\n'));
+  const child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; i < 100 && !(await canConnect(port)); i++) {
+    if (child.exitCode !== null) throw new Error(`sshd exited with ${child.exitCode}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // "256 SHA256:… medic-test (ED25519)": OpenSSH's own fingerprint, to check ours against.
+  const fingerprint = execFileSync('ssh-keygen', ['-lf', join(dir, 'host_key.pub')], { encoding: 'utf8' }).split(' ')[1] ?? '';
+  return { port, fingerprint, clientKey: readFileSync(join(dir, 'client_key')), dir, child };
+}
+
+/** pids whose full command line matches the pattern (no shell, so pgrep can't match its own wrapper). */
+function pgrep(pattern: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-f', pattern], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
+  } catch {
+    return []; // exit 1: no match
+  }
+}
+
+async function eventually(check: () => boolean, tries = 50): Promise<boolean> {
+  for (let i = 0; i < tries; i++) {
+    if (check()) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return check();
+}
+
+let sshd: Sshd;
+let pool: SshPool;
+let target: SshTarget;
+
+beforeAll(async () => {
+  sshd = await startSshd();
+  target = { node: 'node1', host: '127.0.0.1', port: sshd.port, user: 'root', hostKey: sshd.fingerprint };
+  pool = createSshPool({ privateKey: sshd.clientKey, connectTimeoutMs: 5000, commandTimeoutMs: 10000 });
+});
+
+afterAll(async () => {
+  await pool?.closeAll();
+  if (sshd) {
+    const exited = new Promise((r) => sshd.child.once('exit', r));
+    if (sshd.child.exitCode === null) sshd.child.kill('SIGTERM');
+    await exited;
+    rmSync(sshd.dir, { recursive: true, force: true });
+  }
+});
+
+describe('ssh session', () => {
+  it('runs a command and reuses the connection', async () => {
+    const s = await pool.session(target);
+    const r = await s.exec(sh`id -un; echo err >&2; exit 3`);
+    expect(r).toMatchObject({ code: 3, signal: null, stdout: 'root\n', stderr: 'err\n', truncated: false });
+    expect(await pool.session(target)).toBe(s);
+  });
+
+  it('passes hostile arguments through both remote shells verbatim', async () => {
+    const s = await pool.session(target);
+    for (const evil of ["'; touch /tmp/x; '", '$(id) `id` $HOME', '"\\"; |&><*', "it's -n --"]) {
+      expect((await s.exec(sh`printf '%s' ${evil}`)).stdout).toBe(evil);
+    }
+  });
+
+  it('feeds stdin', async () => {
+    const s = await pool.session(target);
+    expect((await s.exec(sh`cat`, { stdin: 'hello\nworld' })).stdout).toBe('hello\nworld');
+  });
+
+  it('refuses a command not built with sh', async () => {
+    const s = await pool.session(target);
+    await expect(s.exec({ text: 'id' } as unknown as RemoteCommand)).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+
+  it('bounds output, drains the rest and says so', async () => {
+    const p = createSshPool({ privateKey: sshd.clientKey, connectTimeoutMs: 5000, commandTimeoutMs: 10000, maxOutputBytes: 1000 });
+    try {
+      const s = await p.session(target);
+      const r = await s.exec(sh`head -c 3000000 /dev/zero; echo done >&2`);
+      expect(r.code).toBe(0); // the command was not blocked by the bound
+      expect(r.truncated).toBe(true);
+      expect(r.stdout.length).toBe(1000);
+      expect(r.stderr).toBe('done\n');
+    } finally {
+      await p.closeAll();
+    }
+  });
+
+  it('times out, and the remote process is gone', async () => {
+    const s = await pool.session(target);
+    const marker = `^sleep 29\\.${process.pid}$`;
+    const run = s.exec(sh`sleep ${`29.${process.pid}`}; echo not-reached`, { timeoutMs: 1000 });
+    const settled = run.catch((e: unknown) => e);
+    expect(await eventually(() => pgrep(marker).length > 0)).toBe(true); // the marker finds it
+    const err = await settled;
+    expect(err).toMatchObject({ code: 'REMOTE_TIMEOUT' });
+    expect(await eventually(() => pgrep(marker).length === 0)).toBe(true);
+  });
+
+  it('kills a command that ignores TERM', async () => {
+    const s = await pool.session(target);
+    const marker = `^sleep 28\\.${process.pid}$`;
+    const err = await s.exec(sh`trap '' TERM; sleep ${`28.${process.pid}`}`, { timeoutMs: 1000 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'REMOTE_TIMEOUT' });
+    expect(await eventually(() => pgrep(marker).length === 0)).toBe(true);
+  });
+
+  it('queues channels beyond MaxSessions instead of failing', async () => {
+    const s = await pool.session(target);
+    const rs = await Promise.all(Array.from({ length: 14 }, (_, i) => s.exec(sh`sleep 0.2; echo ${i}`)));
+    expect(rs.map((r) => r.stdout.trim())).toEqual(Array.from({ length: 14 }, (_, i) => String(i)));
+  });
+
+  it('reads a file, and fails clearly on a missing one', async () => {
+    const s = await pool.session(target);
+    const path = join(sshd.dir, 'some file');
+    writeFileSync(path, Buffer.from([0, 1, 2, 255]));
+    expect(await s.readFile(path)).toEqual(Buffer.from([0, 1, 2, 255]));
+    await expect(s.readFile(join(sshd.dir, 'missing'))).rejects.toMatchObject({ code: 'REMOTE_FAILED' });
+    await expect(s.readFile(path, { maxBytes: 2 })).rejects.toMatchObject({ code: 'REMOTE_FAILED' });
+  });
+
+  it('tunnels to a TCP server as seen from the node', async () => {
+    const echo = net.createServer((c) => c.pipe(c));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+    const s = await pool.session(target);
+    const tunnel = await s.openTunnel('127.0.0.1', (echo.address() as net.AddressInfo).port);
+    try {
+      const reply = await new Promise<string>((resolve, reject) => {
+        const c = net.connect(tunnel.localPort, '127.0.0.1', () => c.write('ping through ssh'));
+        c.once('error', reject);
+        c.once('data', (d) => { resolve(d.toString()); c.destroy(); });
+      });
+      expect(reply).toBe('ping through ssh');
+    } finally {
+      await tunnel.close();
+      await new Promise((r) => echo.close(r));
+    }
+  });
+
+  it('reports a tunnel whose target refuses', async () => {
+    const s = await pool.session(target);
+    const tunnel = await s.openTunnel('127.0.0.1', await freePort());
+    try {
+      await new Promise<void>((resolve) => {
+        const c = net.connect(tunnel.localPort, '127.0.0.1');
+        c.on('error', () => undefined);
+        c.once('close', () => resolve());
+      });
+      expect(tunnel.lastError()).toMatch(/refused/i);
+    } finally {
+      await tunnel.close();
+    }
+  });
+});
+
+describe('ssh connect failures', () => {
+  it('refuses a host key that is not the pinned one, naming both', async () => {
+    const wrong = 'SHA256:' + 'A'.repeat(43);
+    const p = createSshPool({ privateKey: sshd.clientKey, connectTimeoutMs: 5000, commandTimeoutMs: 5000 });
+    try {
+      const err = await p.session({ ...target, node: 'node3', hostKey: wrong }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ name: 'MedicError', code: 'SSH_HOST_KEY_MISMATCH' });
+      const msg = (err as Error).message;
+      expect(msg).toContain(`expected ${wrong}`);
+      expect(msg).toContain(`got ${sshd.fingerprint}`);
+      expect(msg).toMatch(/^node3 host key changed .*update clusters\.yaml$/);
+    } finally {
+      await p.closeAll();
+    }
+  });
+
+  it('reports a key the node does not accept', async () => {
+    const other = join(sshd.dir, 'stranger_key');
+    keygen(other);
+    const p = createSshPool({ privateKey: readFileSync(other), connectTimeoutMs: 5000, commandTimeoutMs: 5000 });
+    try {
+      await expect(p.session(target)).rejects.toMatchObject({ code: 'SSH_AUTH_FAILED' });
+    } finally {
+      await p.closeAll();
+    }
+  });
+
+  it('reports a refused connection as unreachable, and does not cache the failure', async () => {
+    const port = await freePort();
+    const p = createSshPool({ privateKey: sshd.clientKey, connectTimeoutMs: 5000, commandTimeoutMs: 5000 });
+    try {
+      const t = { ...target, node: 'node3', port };
+      const err = await p.session(t).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'SSH_UNREACHABLE', retryable: true });
+      expect((err as Error).message).toBe(`ssh root@127.0.0.1:${port} (node3): connect ECONNREFUSED`);
+      await expect(p.session(t)).rejects.toMatchObject({ code: 'SSH_UNREACHABLE' });
+    } finally {
+      await p.closeAll();
+    }
+  });
+});

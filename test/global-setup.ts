@@ -1,0 +1,14 @@
+import { writeFileSync } from 'node:fs';
+import { startRedis } from './support/redis';
+import { labUp } from './support/lab';
+
+/** Port of the Redis the suites share; each suite uses its own queue name. */
+export const TEST_REDIS_PORT = Number(process.env.TEST_REDIS_PORT ?? 6399);
+const STATE = '/tmp/etcd-medic-test-services.json';
+
+export default async function globalSetup(): Promise<void> {
+  const redis = await startRedis(TEST_REDIS_PORT);
+  writeFileSync(STATE, JSON.stringify({ redisPid: redis.pid }));
+  process.env.TEST_REDIS_URL = redis.url;
+  await labUp();
+}

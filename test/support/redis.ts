@@ -1,0 +1,54 @@
+import { spawn, ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface RedisServer {
+  url: string;
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection({ host: '127.0.0.1', port });
+    const done = (ok: boolean) => { s.destroy(); resolve(ok); };
+    s.setTimeout(500, () => done(false));
+    s.on('error', () => done(false));
+    s.on('connect', () => s.write('PING\r\n'));
+    s.on('data', (d) => done(d.toString().startsWith('+PONG')));
+  });
+}
+
+/** A real redis-server (Debian's) on loopback, no persistence, as BullMQ wants it (noeviction). */
+export async function startRedis(port: number): Promise<RedisServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'medic-redis-'));
+  const child: ChildProcess = spawn('redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--maxmemory-policy', 'noeviction', '--dir', dir, '--daemonize', 'no',
+  ], { stdio: 'ignore', detached: true });
+  child.unref();
+  const deadline = Date.now() + 10000;
+  while (!(await ping(port))) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error(`redis-server on port ${port} did not start (is the port taken, or redis-server missing?)`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    pid: child.pid!,
+    async stop() {
+      try { process.kill(child.pid!, 'SIGKILL'); } catch { /* already gone */ }
+      const until = Date.now() + 5000;
+      while (await ping(port) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export { ping as redisAnswers };
