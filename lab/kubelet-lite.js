@@ -211,9 +211,10 @@ function startContainer(pod) {
   fs.mkdirSync(CONTAINERS_DIR, { recursive: true });
   const logFile = path.join(ctrDir, `${pod.restartCount}.log`);
   pod.containerId = crypto.randomBytes(32).toString('hex');
+  // Opened synchronously: the file must exist before gcLogs() looks at the link.
+  const out = fs.createWriteStream(logFile, { fd: fs.openSync(logFile, 'a') });
   const link = path.join(CONTAINERS_DIR, `etcd-${NODE}_kube-system_etcd-${pod.containerId}.log`);
   try { fs.symlinkSync(logFile, link); } catch (e) { log(`symlink ${link}: ${/** @type {Error} */ (e).message}`); }
-  const out = fs.createWriteStream(logFile, { flags: 'a' });
   const so = criWriter(out, 'stdout');
   const se = criWriter(out, 'stderr');
   log(`starting container etcd ${pod.containerId.slice(0, 13)} (pod uid ${pod.uid}, restartCount ${pod.restartCount}): ${pod.argv.join(' ')}`);

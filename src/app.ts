@@ -11,6 +11,7 @@ import { createJobQueue, JobQueue } from './queue/queue';
 import { createJobWorker } from './queue/worker';
 import { createSlackApp } from './adapters/slack/app';
 import type { Logger } from './log';
+import { LogLevel, type Logger as BoltLogger } from '@slack/bolt';
 
 export interface MedicOptions {
   config: MedicConfig;
@@ -35,8 +36,23 @@ export interface Medic {
   engine: Engine;
   queue: JobQueue;
   worker?: Worker;
-  /** Port the Slack HTTP receiver listens on, when serving Slack over HTTP. */
+  /** The Slack HTTP endpoint (…/slack/events), when serving Slack over HTTP. */
+  slackUrl?: string;
   stop(): Promise<void>;
+}
+
+/** Bolt's Logger interface on top of pino. */
+function boltLogger(log: Logger): BoltLogger {
+  const child = log.child({ component: 'bolt' });
+  return {
+    debug: (...m: unknown[]) => child.debug(m.map(String).join(' ')),
+    info: (...m: unknown[]) => child.info(m.map(String).join(' ')),
+    warn: (...m: unknown[]) => child.warn(m.map(String).join(' ')),
+    error: (...m: unknown[]) => child.error(m.map(String).join(' ')),
+    setLevel: () => undefined,
+    getLevel: () => LogLevel.INFO,
+    setName: () => undefined,
+  };
 }
 
 /** One SSH pool per probe: connections are reused within the job and closed at its end. */
@@ -62,6 +78,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const engine = new Engine({ config: opts.config, commands, queue });
   const notifiers: Partial<Record<'slack' | 'console', Notifier>> = {};
   const stops: Array<() => Promise<void>> = [];
+  let slackUrl: string | undefined;
 
   if (opts.slack) {
     const slack = createSlackApp({
@@ -73,12 +90,13 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
       host: opts.slack.host,
       socketMode: opts.slack.socketMode && opts.slack.appToken ? { appToken: opts.slack.appToken } : undefined,
       webClientRetries: opts.slack.webClientRetries,
-      logger: opts.log,
+      logger: boltLogger(opts.log),
     });
     notifiers.slack = slack.notifier;
     await slack.start();
     stops.push(() => slack.stop());
-    opts.log.info({ port: opts.slack.port, socketMode: !!opts.slack.socketMode }, 'slack adapter listening');
+    slackUrl = slack.address()?.url;
+    opts.log.info({ url: slackUrl, socketMode: !!opts.slack.socketMode }, 'slack adapter started');
   }
 
   let worker: Worker | undefined;
@@ -98,6 +116,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     engine,
     queue,
     worker,
+    slackUrl,
     async stop() {
       for (const s of stops) {
         try { await s(); } catch (e) { opts.log.warn({ error: String(e) }, 'error while stopping'); }

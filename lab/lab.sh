@@ -1,0 +1,697 @@
+#!/usr/bin/env bash
+# etcd-medic lab: a real 3-node etcd 3.4 cluster shaped like kubeadm's stacked etcd,
+# on this machine's loopback. Each node is a mount namespace in which
+# /etc/kubernetes, /var/lib/etcd, /var/log/pods and /var/log/containers are its own,
+# running its own sshd and kubelet-lite (which runs etcd from the static manifest).
+#
+# Usage: lab/lab.sh <command>   (as root)
+#   up                 create (or keep) a healthy lab; writes $LAB_DIR/clusters.yaml
+#   down               stop everything, delete node state (keeps keys and certificates)
+#   purge              down, then delete $LAB_DIR entirely
+#   status             per node: namespace pid, sshd, kubelet-lite, etcd, manifest
+#   stop-node N [--kill]  kill everything of node N (sshd, sessions, kubelet-lite, etcd):
+#                      SIGTERM then SIGKILL after 5 s; --kill: SIGKILL at once (power loss)
+#   start-node N       start node N again with the same data and config
+#   stop-etcd N        move N's manifest to /etc/kubernetes/etcd.yaml.lab-stopped
+#   start-etcd N       move it back
+#   wipe-data N        stop etcd, empty N's /var/lib/etcd, put the manifest back
+#   exec N -- cmd...   run a command inside N's mount namespace (default: bash)
+#   etcdctl -- args    host-side etcdctl with the bot client cert, all endpoints
+#   config             print the path of clusters.yaml
+# N: node1|node2|node3 (or 1|2|3).
+# Environment: LAB_DIR (default /var/lib/etcd-medic-lab), LAB_SSH_PORT (default 2222).
+set -euo pipefail
+
+LAB_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LAB_DIR="${LAB_DIR:-/var/lib/etcd-medic-lab}"
+LAB_SSH_PORT="${LAB_SSH_PORT:-2222}"
+NODES=(node1 node2 node3)
+declare -A NODE_IP=([node1]=127.10.0.11 [node2]=127.10.0.12 [node3]=127.10.0.13)
+ETCD_IMAGE="registry.k8s.io/etcd:3.4.23-0"
+CLUSTER_NAME=lab
+UP_DEADLINE=${LAB_UP_DEADLINE:-40}
+PKI_IN_NODE=/etc/kubernetes/pki/etcd
+
+log() { echo "lab: $*" >&2; }
+die() { echo "lab: error: $*" >&2; exit 1; }
+
+[[ $LAB_DIR == /* && $LAB_DIR =~ ^[A-Za-z0-9._/-]+$ ]] || die "LAB_DIR=$LAB_DIR must be an absolute path of letters, digits, '.', '_', '-', '/'"
+[[ $LAB_SSH_PORT =~ ^[0-9]+$ ]] || die "LAB_SSH_PORT=$LAB_SSH_PORT is not a port"
+LAB_DIR="${LAB_DIR%/}"
+
+BOT_KEY="$LAB_DIR/bot_id_ed25519"
+BOT_DIR="$LAB_DIR/bot"
+PKI="$LAB_DIR/pki"
+HOSTKEYS="$LAB_DIR/hostkeys"
+CONFIG="$LAB_DIR/clusters.yaml"
+KNOWN_HOSTS="$LAB_DIR/known_hosts"
+
+nd() { echo "$LAB_DIR/nodes/$1"; }
+endpoints() { local n out=(); for n in "${NODES[@]}"; do out+=("https://${NODE_IP[$n]}:2379"); done; (IFS=,; echo "${out[*]}"); }
+
+node_arg() {
+  case "${1:-}" in
+    node1|node2|node3) echo "$1" ;;
+    1|2|3) echo "node$1" ;;
+    *) die "unknown node '${1:-}': use node1, node2 or node3" ;;
+  esac
+}
+
+require_root() { [[ $(id -u) == 0 ]] || die "must run as root (mount namespaces, bind mounts, sshd)"; }
+
+require_tools() {
+  local t missing=()
+  for t in openssl ssh-keygen unshare nsenter setsid flock mount etcd etcdctl timeout; do
+    command -v "$t" >/dev/null || missing+=("$t")
+  done
+  [[ -x /usr/sbin/sshd ]] || missing+=(/usr/sbin/sshd)
+  command -v "${LAB_NODE_BIN:-node}" >/dev/null || missing+=(node)
+  ((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} (Debian: etcd-server etcd-client openssh-server openssl util-linux)"
+}
+
+# Serialise state-changing commands (tests may call us concurrently). fd 9 must not
+# leak into the node daemons (they are started with 9>&-), or the lock would stay held.
+lock() {
+  mkdir -p "$LAB_DIR"
+  exec 9>>"$LAB_DIR/.lock"
+  flock -w 120 9 || die "another lab.sh holds $LAB_DIR/.lock for over 120 s"
+}
+
+# wait_until <seconds> <what> <command...>: poll every 0.2 s until the command succeeds.
+wait_until() {
+  local secs=$1 what=$2; shift 2
+  local end=$((SECONDS + secs))
+  until "$@"; do
+    ((SECONDS < end)) || { log "timed out after ${secs}s waiting for $what"; return 1; }
+    sleep 0.2
+  done
+}
+
+port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+
+# ---------------------------------------------------------------- processes
+
+host_mntns() { readlink "/proc/$$/ns/mnt"; }
+
+# The mount-namespace id of a node ("mnt:[inode]"), or nothing when it isn't running.
+node_ns() {
+  local n=$1 d id pid
+  d=$(nd "$n")
+  id=$(cat "$d/run/mntns" 2>/dev/null) || return 0
+  [[ -n $id && $id != "$(host_mntns)" ]] || return 0
+  # Only trust it while some process still lives in it (a dead namespace's inode can be reused).
+  for pid in $(pids_in_ns "$id"); do echo "$id"; return 0; done
+}
+
+pids_in_ns() { # <ns id>: one stat over /proc (a fork per process is too slow for polling)
+  stat -c '%N' /proc/[0-9]*/ns/mnt 2>/dev/null |
+    awk -v id="$1" '{ gsub(/[\047"]/, ""); if ($3 == id) { split($1, a, "/"); print a[3] } }' || true
+}
+
+node_pids() { local id; id=$(node_ns "$1"); [[ -n $id ]] && pids_in_ns "$id"; return 0; }
+
+# pid of the node's init if running.
+node_init_pid() {
+  local n=$1 pid id
+  id=$(node_ns "$n"); [[ -n $id ]] || return 0
+  pid=$(cat "$(nd "$n")/run/init.pid" 2>/dev/null) || true
+  if [[ -n $pid && $(readlink "/proc/$pid/ns/mnt" 2>/dev/null) == "$id" ]]; then echo "$pid"; return 0; fi
+  # init gone but processes left: any process of the namespace will do for nsenter.
+  pids_in_ns "$id" | head -n1
+}
+
+comm_pids() { # <node> <comm>: pids of the node named <comm>
+  local p
+  for p in $(node_pids "$1"); do
+    [[ $(cat "/proc/$p/comm" 2>/dev/null) == "$2" ]] && echo "$p"
+  done
+  return 0
+}
+
+node_running() { [[ -n $(node_ns "$1") ]]; }
+etcd_running() { [[ -n $(comm_pids "$1" etcd) ]]; }
+etcd_gone() { ! etcd_running "$1"; }
+sshd_up() { port_open "${NODE_IP[$1]}" "$LAB_SSH_PORT"; }
+kubelet_pids() { local p; for p in $(comm_pids "$1" node); do grep -qa kubelet-lite "/proc/$p/cmdline" 2>/dev/null && echo "$p"; done; return 0; }
+
+kill_pids() { # <signal> <pids...>
+  local sig=$1; shift
+  (($#)) && kill "-$sig" "$@" 2>/dev/null || true
+}
+
+# Kill every process in a mount namespace. Default: SIGTERM (etcd hands over leadership,
+# kubelet-lite stops etcd), SIGKILL after 5 s. With "hard": SIGKILL at once (power loss).
+kill_ns() { # <ns id> <label> [hard]
+  local id=$1 label=$2 mode=${3:-} end pids
+  [[ -n $id && $id != "$(host_mntns)" ]] || die "refusing to kill the host's mount namespace"
+  if [[ $mode != hard ]]; then
+    # shellcheck disable=SC2046
+    kill_pids TERM $(pids_in_ns "$id")
+    end=$((SECONDS + 5))
+    while [[ -n $(pids_in_ns "$id") ]] && ((SECONDS < end)); do sleep 0.1; done
+  fi
+  pids=$(pids_in_ns "$id")
+  if [[ -n $pids ]]; then
+    [[ $mode == hard ]] || log "$label: SIGKILL to $(echo $pids)"
+    # shellcheck disable=SC2086
+    kill_pids KILL $pids
+    end=$((SECONDS + 5))
+    while [[ -n $(pids_in_ns "$id") ]] && ((SECONDS < end)); do sleep 0.1; done
+  fi
+  [[ -z $(pids_in_ns "$id") ]] || die "$label: processes survive SIGKILL: $(echo $(pids_in_ns "$id"))"
+}
+
+stop_node_procs() { # <node> [hard]
+  local n=$1 id
+  id=$(node_ns "$n")
+  [[ -n $id ]] && kill_ns "$id" "$n" "${2:-}"
+  rm -f "$(nd "$n")/run/mntns" "$(nd "$n")/run/ready" "$(nd "$n")/run/init.pid" "$(nd "$n")/run/sshd.pid"
+  return 0
+}
+
+# Lab processes whose node record is lost (state dir deleted under a running lab,
+# crash between start and record): find them by command line, kill their namespaces.
+kill_orphans() {
+  local f id ids=() hostns
+  hostns=$(host_mntns)
+  for f in $(grep -lasF -e "$LAB_HOME/node-init.sh" -e "$LAB_HOME/kubelet-lite.js" -e "$LAB_DIR/nodes/" \
+               -e "--listen-peer-urls=https://127.10.0.1" /proc/[0-9]*/cmdline 2>/dev/null); do
+    id=$(readlink "${f%/cmdline}/ns/mnt" 2>/dev/null) || continue
+    [[ -n $id && $id != "$hostns" ]] && ids+=("$id")
+  done
+  ((${#ids[@]})) || return 0
+  for id in $(printf '%s\n' "${ids[@]}" | sort -u); do
+    log "killing leftover lab processes in $id"
+    kill_ns "$id" "leftover $id" hard
+  done
+}
+
+# ---------------------------------------------------------------- keys and certificates
+
+gen_key() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; chmod 600 "$1"; }
+
+# sign <out-prefix> <CN> <extendedKeyUsage> [subjectAltName]
+sign() {
+  local out=$1 cn=$2 eku=$3 san=${4:-} ext
+  gen_key "$out.key"
+  ext=$(mktemp)
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=$eku"
+    echo "authorityKeyIdentifier=keyid"
+    [[ -n $san ]] && echo "subjectAltName=$san"
+  } >"$ext"
+  openssl req -new -key "$out.key" -subj "/CN=$cn" 2>/dev/null |
+    openssl x509 -req -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -days 365 -sha256 -extfile "$ext" -out "$out.crt" 2>/dev/null
+  rm -f "$ext"
+}
+
+# Generated once, kept by `down`: bot SSH key, etcd CA, node certs, bot client cert, host keys.
+ensure_keys() {
+  umask 022
+  mkdir -p "$LAB_DIR" "$PKI" "$BOT_DIR" "$HOSTKEYS"
+  chmod 755 "$LAB_DIR"
+  if [[ ! -s $BOT_KEY || ! -s $BOT_KEY.pub ]]; then
+    rm -f "$BOT_KEY" "$BOT_KEY.pub"
+    ssh-keygen -q -t ed25519 -N '' -C etcd-medic-lab-bot -f "$BOT_KEY"
+  fi
+  if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key ]]; then
+    log "creating the etcd CA"
+    rm -rf "${PKI:?}"/*
+    gen_key "$PKI/ca.key"
+    openssl req -x509 -new -key "$PKI/ca.key" -subj /CN=etcd-ca -days 3650 -sha256 \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" \
+      -addext "subjectAltName=DNS:etcd-ca" -out "$PKI/ca.crt" 2>/dev/null
+    rm -rf "${BOT_DIR:?}"/*
+  fi
+  local n ip d
+  for n in "${NODES[@]}"; do
+    ip=${NODE_IP[$n]}
+    d="$PKI/$n"
+    mkdir -p "$d"
+    [[ -s $d/server.crt ]] || sign "$d/server" "$n" serverAuth,clientAuth "DNS:$n,DNS:localhost,IP:$ip,IP:127.0.0.1,IP:::1"
+    [[ -s $d/peer.crt ]] || sign "$d/peer" "$n" serverAuth,clientAuth "DNS:$n,DNS:localhost,IP:$ip,IP:127.0.0.1"
+    [[ -s $d/healthcheck-client.crt ]] || sign "$d/healthcheck-client" kube-etcd-healthcheck-client clientAuth
+    mkdir -p "$HOSTKEYS/$n"
+    [[ -s $HOSTKEYS/$n/ssh_host_ed25519_key ]] ||
+      { rm -f "$HOSTKEYS/$n"/ssh_host_ed25519_key*; ssh-keygen -q -t ed25519 -N '' -C "root@$n" -f "$HOSTKEYS/$n/ssh_host_ed25519_key"; }
+  done
+  [[ -s $BOT_DIR/etcd-client.crt ]] || sign "$BOT_DIR/etcd-client" etcd-medic clientAuth
+  cp "$PKI/ca.crt" "$BOT_DIR/ca.crt"
+}
+
+fingerprint() { ssh-keygen -lf "$HOSTKEYS/$1/ssh_host_ed25519_key.pub" | awk '{print $2}'; }
+
+# ---------------------------------------------------------------- node files
+
+write_manifest() { # <node> <token> <file>
+  local n=$1 token=$2 f=$3 ip=${NODE_IP[$1]} m initial=()
+  for m in "${NODES[@]}"; do initial+=("$m=https://${NODE_IP[$m]}:2380"); done
+  cat >"$f" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  annotations:
+    kubeadm.kubernetes.io/etcd.advertise-client-urls: https://$ip:2379
+  creationTimestamp: null
+  labels:
+    component: etcd
+    tier: control-plane
+  name: etcd
+  namespace: kube-system
+spec:
+  containers:
+  - command:
+    - etcd
+    - --advertise-client-urls=https://$ip:2379
+    - --cert-file=$PKI_IN_NODE/server.crt
+    - --client-cert-auth=true
+    - --data-dir=/var/lib/etcd
+    - --initial-advertise-peer-urls=https://$ip:2380
+    - --initial-cluster=$(IFS=,; echo "${initial[*]}")
+    - --initial-cluster-state=new
+    - --initial-cluster-token=$token
+    - --key-file=$PKI_IN_NODE/server.key
+    - --listen-client-urls=https://$ip:2379
+    - --listen-metrics-urls=http://$ip:2381
+    - --listen-peer-urls=https://$ip:2380
+    - --log-outputs=stderr
+    - --logger=zap
+    - --name=$n
+    - --peer-cert-file=$PKI_IN_NODE/peer.crt
+    - --peer-client-cert-auth=true
+    - --peer-key-file=$PKI_IN_NODE/peer.key
+    - --peer-trusted-ca-file=$PKI_IN_NODE/ca.crt
+    - --snapshot-count=10000
+    - --trusted-ca-file=$PKI_IN_NODE/ca.crt
+    image: $ETCD_IMAGE
+    imagePullPolicy: IfNotPresent
+    livenessProbe:
+      failureThreshold: 8
+      httpGet:
+        host: $ip
+        path: /health
+        port: 2381
+        scheme: HTTP
+      initialDelaySeconds: 10
+      periodSeconds: 10
+      timeoutSeconds: 15
+    name: etcd
+    resources:
+      requests:
+        cpu: 100m
+        memory: 100Mi
+    volumeMounts:
+    - mountPath: /var/lib/etcd
+      name: etcd-data
+    - mountPath: $PKI_IN_NODE
+      name: etcd-certs
+  hostNetwork: true
+  priorityClassName: system-node-critical
+  securityContext:
+    seccompProfile:
+      type: RuntimeDefault
+  volumes:
+  - hostPath:
+      path: $PKI_IN_NODE
+      type: DirectoryOrCreate
+    name: etcd-certs
+  - hostPath:
+      path: /var/lib/etcd
+      type: DirectoryOrCreate
+    name: etcd-data
+status: {}
+EOF
+}
+
+write_sshd_config() { # <node>
+  local n=$1 d
+  d=$(nd "$n")
+  cat >"$d/sshd_config" <<EOF
+# sshd of lab node $n (runs in the node's mount namespace)
+Port $LAB_SSH_PORT
+ListenAddress ${NODE_IP[$n]}
+HostKey $HOSTKEYS/$n/ssh_host_ed25519_key
+PidFile $d/run/sshd.pid
+PermitRootLogin prohibit-password
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile $BOT_KEY.pub
+StrictModes no
+UsePAM no
+UseDNS no
+PrintMotd no
+AllowTcpForwarding yes
+MaxStartups 100:30:200
+MaxSessions 20
+Subsystem sftp internal-sftp
+EOF
+}
+
+create_node() { # <node> <token>
+  local n=$1 d
+  d=$(nd "$n")
+  rm -rf "$d"
+  mkdir -p "$d/etc-kubernetes/manifests" "$d/etc-kubernetes/pki/etcd" "$d/var-lib-etcd" \
+    "$d/var-log-pods" "$d/var-log-containers" "$d/run" "$d/log"
+  chmod 700 "$d/var-lib-etcd"
+  cp "$PKI/ca.crt" "$PKI/ca.key" "$PKI/$n"/*.crt "$PKI/$n"/*.key "$d/etc-kubernetes/pki/etcd/"
+  chmod 600 "$d/etc-kubernetes/pki/etcd/"*.key
+  write_manifest "$n" "$2" "$d/etc-kubernetes/manifests/etcd.yaml"
+  write_sshd_config "$n"
+}
+
+write_known_hosts() {
+  local n tmp
+  tmp="$KNOWN_HOSTS.tmp"
+  : >"$tmp"
+  for n in "${NODES[@]}"; do
+    echo "[${NODE_IP[$n]}]:$LAB_SSH_PORT $(cut -d' ' -f1,2 "$HOSTKEYS/$n/ssh_host_ed25519_key.pub")" >>"$tmp"
+  done
+  mv "$tmp" "$KNOWN_HOSTS"
+}
+
+write_config() {
+  local tmp="$CONFIG.tmp" n c
+  {
+    echo "# etcd-medic lab clusters, written by lab/lab.sh up ($(date -u +%Y-%m-%dT%H:%M:%SZ))."
+    echo "# SSH key: $BOT_KEY   known_hosts: $KNOWN_HOSTS"
+    echo "clusters:"
+    for c in "$CLUSTER_NAME" "$CLUSTER_NAME-botcert"; do
+      echo "  - name: $c"
+      if [[ $c == "$CLUSTER_NAME" ]]; then
+        echo "    description: etcd-medic lab, 3 kubeadm-style nodes on loopback (etcd auth with the nodes' healthcheck-client cert)"
+      else
+        echo "    description: the same lab nodes, etcd auth with the bot's own client cert"
+      fi
+      cat <<EOF
+    channels: [CLAB00001, console]
+    runtime: kubeadm-static-pod
+    paths:
+      manifest: /etc/kubernetes/manifests/etcd.yaml
+      dataDir: /var/lib/etcd
+      pki: $PKI_IN_NODE
+    ssh:
+      user: root
+      connectTimeoutMs: 5000
+      commandTimeoutMs: 30000
+    etcd:
+EOF
+      if [[ $c == "$CLUSTER_NAME" ]]; then
+        echo "      auth: { mode: node-healthcheck-client }"
+      else
+        echo "      auth: { mode: client-cert, ca: $BOT_DIR/ca.crt, cert: $BOT_DIR/etcd-client.crt, key: $BOT_DIR/etcd-client.key }"
+      fi
+      cat <<EOF
+      callTimeoutMs: 3000
+    access:
+      read: { requesters: ['*'] }
+      mutating: { requesters: ['*'], approvers: ['*'] }
+      destructive: { requesters: ['*'], approvers: ['*'] }
+    nodes:
+EOF
+      for n in "${NODES[@]}"; do
+        cat <<EOF
+      - name: $n
+        ssh: { host: ${NODE_IP[$n]}, port: $LAB_SSH_PORT, hostKey: "$(fingerprint "$n")" }
+        clientUrl: https://${NODE_IP[$n]}:2379
+        peerUrl: https://${NODE_IP[$n]}:2380
+EOF
+      done
+    done
+  } >"$tmp"
+  mv "$tmp" "$CONFIG"
+}
+
+# ---------------------------------------------------------------- node lifecycle
+
+launch_node() { # <node>: start its namespace in the background (no wait)
+  local n=$1 d
+  d=$(nd "$n")
+  [[ -d $d/etc-kubernetes ]] || die "$n has no state in $d: run 'lab.sh up'"
+  rm -f "$d/run/ready" "$d/run/mntns" "$d/run/init.pid"
+  mkdir -p /run/sshd /etc/kubernetes /var/lib/etcd /var/log/pods /var/log/containers
+  LAB_NODE_BIN="$(command -v "${LAB_NODE_BIN:-node}")" \
+    setsid unshare --mount --propagation private --fork \
+    bash "$LAB_HOME/node-init.sh" "$LAB_DIR" "$n" </dev/null >>"$d/log/node.log" 2>&1 9>&- &
+}
+
+node_ready() { [[ -f $(nd "$1")/run/ready ]] && node_running "$1" && sshd_up "$1"; }
+
+wait_node_ready() {
+  local n=$1
+  wait_until 15 "$n to start (namespace, sshd on ${NODE_IP[$n]}:$LAB_SSH_PORT)" node_ready "$n" || {
+    tail -n 20 "$(nd "$n")/log/node.log" "$(nd "$n")/log/sshd.log" >&2 2>/dev/null || true
+    die "$n did not start"
+  }
+  # A namespace inode can be reused: drop stale records of other nodes equal to ours.
+  local id m
+  id=$(cat "$(nd "$n")/run/mntns")
+  for m in "${NODES[@]}"; do
+    [[ $m != "$n" && $(cat "$(nd "$m")/run/mntns" 2>/dev/null) == "$id" ]] && rm -f "$(nd "$m")/run/mntns"
+  done
+  return 0
+}
+
+check_ports_free() {
+  local n ip port
+  for n in "${NODES[@]}"; do
+    ip=${NODE_IP[$n]}
+    for port in "$LAB_SSH_PORT" 2379 2380; do
+      ! port_open "$ip" "$port" || die "$ip:$port is already in use (another lab with a different LAB_DIR?)"
+    done
+  done
+}
+
+# ---------------------------------------------------------------- etcdctl from the host
+
+host_etcdctl() {
+  ETCDCTL_API=3 etcdctl --endpoints="$(endpoints)" --cacert="$BOT_DIR/ca.crt" \
+    --cert="$BOT_DIR/etcd-client.crt" --key="$BOT_DIR/etcd-client.key" \
+    --dial-timeout=2s --command-timeout=5s "$@"
+}
+
+cluster_healthy() {
+  local members
+  host_etcdctl --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1 || return 1
+  members=$(host_etcdctl --dial-timeout=1s --command-timeout=2s member list -w simple 2>/dev/null) || return 1
+  [[ $(grep -c ', started, ' <<<"$members") == "${#NODES[@]}" ]]
+}
+
+all_nodes_up() {
+  local n
+  for n in "${NODES[@]}"; do node_running "$n" && sshd_up "$n" || return 1; done
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_up() {
+  require_root; require_tools; lock
+  local t0=$SECONDS
+  if [[ -d $LAB_DIR/nodes ]]; then
+    if all_nodes_up && { cluster_healthy || { sleep 1; cluster_healthy; } || { sleep 2; cluster_healthy; }; }; then
+      ensure_keys; write_known_hosts; write_config
+      log "lab already up and healthy"
+      echo "$CONFIG"
+      return 0
+    fi
+    log "lab state exists but is not up and healthy: recreating it"
+    do_down
+  else
+    kill_orphans
+  fi
+  ensure_keys
+  check_ports_free
+  local token n
+  token="etcd-medic-lab-$(date +%s)"
+  for n in "${NODES[@]}"; do create_node "$n" "$token"; done
+  write_known_hosts
+  write_config
+  for n in "${NODES[@]}"; do launch_node "$n"; done
+  for n in "${NODES[@]}"; do wait_node_ready "$n"; done
+  if ! wait_until "$UP_DEADLINE" "3 healthy etcd members" cluster_healthy; then
+    host_etcdctl endpoint health >&2 2>&1 || true
+    for n in "${NODES[@]}"; do
+      log "--- $n kubelet-lite log"; tail -n 5 "$(nd "$n")/log/kubelet.log" >&2 2>/dev/null || true
+      log "--- $n etcd log"; tail -n 10 "$(nd "$n")"/var-log-pods/*/etcd/*.log >&2 2>/dev/null || true
+    done
+    die "the lab cluster did not become healthy (state kept in $LAB_DIR for inspection; 'lab.sh down' cleans up)"
+  fi
+  log "lab up in $((SECONDS - t0))s: $(endpoints)"
+  echo "$CONFIG"
+}
+
+do_down() {
+  local n
+  # The data goes too: no need to be gentle.
+  for n in "${NODES[@]}"; do stop_node_procs "$n" hard; done
+  kill_orphans
+  rm -rf "$LAB_DIR/nodes" "$CONFIG" "$KNOWN_HOSTS"
+}
+
+cmd_down() {
+  require_root; lock
+  do_down
+  log "lab down"
+}
+
+cmd_purge() {
+  require_root; lock
+  do_down
+  rm -rf "$LAB_DIR"
+  log "lab purged ($LAB_DIR removed)"
+}
+
+cmd_status() {
+  [[ -d $LAB_DIR/nodes ]] || { echo "lab is down (no $LAB_DIR/nodes)"; return 0; }
+  local n ip pid sshd kub etcd ep manifest d
+  for n in "${NODES[@]}"; do
+    ip=${NODE_IP[$n]}; d=$(nd "$n")
+    pid=$(node_init_pid "$n")
+    if [[ -z $pid ]]; then
+      printf '%s %s ns=down sshd=down kubelet=down etcd=down' "$n" "$ip"
+    else
+      sshd=down; sshd_up "$n" && sshd=up
+      kub=down; [[ -n $(kubelet_pids "$n") ]] && kub=up
+      ep=$(comm_pids "$n" etcd | head -n1)
+      if [[ -n $ep ]]; then
+        etcd="up(pid=$ep"; port_open "$ip" 2379 && etcd+=",client-port=open)" || etcd+=",client-port=closed)"
+      else
+        etcd=down
+      fi
+      printf '%s %s ns-pid=%s sshd=%s kubelet=%s etcd=%s' "$n" "$ip" "$pid" "$sshd" "$kub" "$etcd"
+    fi
+    manifest=absent
+    [[ -f $d/etc-kubernetes/manifests/etcd.yaml ]] && manifest=present
+    [[ -f $d/etc-kubernetes/etcd.yaml.lab-stopped ]] && manifest+=",lab-stopped"
+    printf ' manifest=%s\n' "$manifest"
+  done
+  echo "--- endpoint health (host etcdctl, bot cert)"
+  host_etcdctl --dial-timeout=1s --command-timeout=2s endpoint health 2>&1 || true
+}
+
+cmd_stop_node() {
+  require_root; lock
+  local n mode=; n=$(node_arg "${1:-}")
+  [[ ${2:-} == --kill ]] && mode=hard
+  [[ -d $(nd "$n") ]] || die "lab is down"
+  if ! node_running "$n"; then log "$n is not running"; return 0; fi
+  stop_node_procs "$n" "$mode"
+  log "$n stopped${mode:+ (SIGKILL)}"
+}
+
+cmd_start_node() {
+  require_root; require_tools; lock
+  local n; n=$(node_arg "${1:-}")
+  [[ -d $(nd "$n") ]] || die "lab is down: run 'lab.sh up'"
+  if node_running "$n"; then
+    sshd_up "$n" || die "$n is running but its sshd is not answering: stop-node it first"
+    log "$n is already running"; return 0
+  fi
+  launch_node "$n"
+  wait_node_ready "$n"
+  log "$n started (etcd is started by kubelet-lite if its manifest is in place)"
+}
+
+manifest_path() { echo "$(nd "$1")/etc-kubernetes/manifests/etcd.yaml"; }
+parked_path() { echo "$(nd "$1")/etc-kubernetes/etcd.yaml.lab-stopped"; }
+
+do_stop_etcd() {
+  local n=$1 m p
+  m=$(manifest_path "$n"); p=$(parked_path "$n")
+  if [[ -f $m ]]; then
+    mv "$m" "$p"
+  elif [[ ! -f $p ]]; then
+    log "$n has no etcd manifest (neither manifests/etcd.yaml nor etcd.yaml.lab-stopped)"
+  fi
+  if node_running "$n"; then
+    wait_until 15 "kubelet-lite on $n to stop etcd" etcd_gone "$n" || die "etcd on $n did not stop"
+  fi
+  return 0
+}
+
+do_start_etcd() {
+  local n=$1 m p
+  m=$(manifest_path "$n"); p=$(parked_path "$n")
+  if [[ -f $p ]]; then
+    [[ -f $m ]] && die "$n has both manifests/etcd.yaml and etcd.yaml.lab-stopped: resolve by hand"
+    mv "$p" "$m"
+  elif [[ ! -f $m ]]; then
+    die "$n has no etcd manifest to start (neither manifests/etcd.yaml nor etcd.yaml.lab-stopped)"
+  fi
+  if node_running "$n"; then
+    wait_until 10 "kubelet-lite on $n to start etcd" etcd_running "$n" || die "etcd on $n did not start"
+  else
+    log "$n is stopped: etcd starts with start-node"
+  fi
+}
+
+cmd_stop_etcd() {
+  require_root; lock
+  local n; n=$(node_arg "${1:-}")
+  [[ -d $(nd "$n") ]] || die "lab is down"
+  do_stop_etcd "$n"
+  log "etcd on $n stopped (manifest at /etc/kubernetes/etcd.yaml.lab-stopped)"
+}
+
+cmd_start_etcd() {
+  require_root; lock
+  local n; n=$(node_arg "${1:-}")
+  [[ -d $(nd "$n") ]] || die "lab is down"
+  do_start_etcd "$n"
+  log "etcd on $n started"
+}
+
+cmd_wipe_data() {
+  require_root; lock
+  local n d; n=$(node_arg "${1:-}"); d=$(nd "$n")
+  [[ -d $d ]] || die "lab is down"
+  do_stop_etcd "$n"
+  find "$d/var-lib-etcd" -mindepth 1 -delete
+  log "$n: /var/lib/etcd emptied"
+  if [[ -f $(parked_path "$n") ]]; then do_start_etcd "$n"; fi
+  log "$n: manifest back in place; etcd runs on empty data"
+}
+
+cmd_exec() {
+  require_root
+  local n pid; n=$(node_arg "${1:-}"); shift
+  [[ ${1:-} == -- ]] && shift
+  pid=$(node_init_pid "$n")
+  [[ -n $pid ]] || die "$n is not running"
+  (($#)) || set -- bash
+  exec nsenter --target "$pid" --mount -- "$@"
+}
+
+cmd_etcdctl() {
+  [[ ${1:-} == -- ]] && shift
+  [[ -s $BOT_DIR/etcd-client.crt ]] || die "no bot client cert yet: run 'lab.sh up'"
+  host_etcdctl "$@"
+}
+
+main() {
+  local cmd=${1:-}
+  (($#)) && shift
+  case "$cmd" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    purge) cmd_purge ;;
+    status) cmd_status ;;
+    stop-node) cmd_stop_node "$@" ;;
+    start-node) cmd_start_node "$@" ;;
+    stop-etcd) cmd_stop_etcd "$@" ;;
+    start-etcd) cmd_start_etcd "$@" ;;
+    wipe-data) cmd_wipe_data "$@" ;;
+    exec) cmd_exec "$@" ;;
+    etcdctl) cmd_etcdctl "$@" ;;
+    config) echo "$CONFIG" ;;
+    ''|-h|--help|help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
+    *) die "unknown command '$cmd' (try: lab.sh help)" ;;
+  esac
+}
+
+main "$@"

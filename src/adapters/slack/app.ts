@@ -1,0 +1,324 @@
+/**
+ * The Slack adapter: turns `/etcd …` slash commands into engine calls and posts finished
+ * jobs' reports back to the channel. Transport and rendering only; what a command means and
+ * whether it may run is the engine's business.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { App, LogLevel, type AllMiddlewareArgs, type Logger, type RespondArguments, type SlackCommandMiddlewareArgs } from '@slack/bolt';
+import { retryPolicies, type RetryOptions, type WebClient } from '@slack/web-api';
+import { describeError, isMedicError, MedicError } from '../../engine/errors';
+import type { Report } from '../../engine/report';
+import type { EngineApi, Invocation, Notifier, Origin, Prepared } from '../../engine/types';
+import { escapeMrkdwn, renderReport } from './blocks';
+
+export interface SlackAppOptions {
+  engine: EngineApi;
+  /** Verifies that requests come from Slack (HTTP mode). */
+  signingSecret: string;
+  /** Bot token (xoxb-…). */
+  botToken: string;
+  /** Web API base URL, with trailing slash. @defaultValue 'https://slack.com/api/' */
+  slackApiUrl?: string;
+  /** Port of the HTTP endpoint `/slack/events`; 0 picks a free one (see `address()`). Unused in Socket Mode. */
+  port: number;
+  /** Interface to listen on. @defaultValue all interfaces */
+  host?: string;
+  /** Connect out over Socket Mode instead of serving HTTP (no public URL needed). */
+  socketMode?: { appToken: string };
+  /** Bolt's Logger, or any logger with debug/info/warn/error (pino). @defaultValue Bolt's console logger */
+  logger?: Logger | LoggerLike;
+  /**
+   * Web API retries (network errors, 5xx). A 429 is always retried after its Retry-After.
+   * A number means that many quick retries (for tests).
+   * @defaultValue 5 retries over about 5 minutes
+   */
+  webClientRetries?: number | RetryOptions;
+  /** Per-request timeout for Web API calls, in ms. @defaultValue 10000 */
+  webClientTimeoutMs?: number;
+  /** Slash command to handle. @defaultValue '/etcd' */
+  command?: string;
+}
+
+/** The four methods this adapter and Bolt log through; pino and console both fit. */
+export interface LoggerLike {
+  debug(...args: unknown[]): void;
+  info(...args: unknown[]): void;
+  warn(...args: unknown[]): void;
+  error(...args: unknown[]): void;
+}
+
+export interface SlackApp {
+  app: App;
+  /** Verifies the bot token (auth.test) and starts serving / connecting. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Posts finished jobs' reports to the channel they were requested from. */
+  notifier: Notifier;
+  /** Where the HTTP endpoint listens, once started (undefined in Socket Mode). */
+  address(): { host: string; port: number; url: string } | undefined;
+}
+
+export function createSlackApp(opts: SlackAppOptions): SlackApp {
+  const clientOptions = {
+    slackApiUrl: opts.slackApiUrl,
+    retryConfig: retryConfig(opts.webClientRetries),
+    timeout: opts.webClientTimeoutMs ?? 10_000,
+  };
+  const common = {
+    token: opts.botToken,
+    logger: opts.logger ? toBoltLogger(opts.logger) : undefined,
+    clientOptions,
+    // No auth.test from the constructor: start() runs it, so a bad token fails start()
+    // instead of surfacing as an unhandled rejection on the first request.
+    deferInitialization: true,
+    convoStore: false as const,
+  };
+  const app = opts.socketMode
+    ? new App({ ...common, socketMode: true, appToken: opts.socketMode.appToken })
+    : new App({
+      ...common,
+      signingSecret: opts.signingSecret,
+      signatureVerification: true,
+      endpoints: '/slack/events',
+      // Slack wants the HTTP answer within 3 s: ack() responds at once, work continues after.
+      processBeforeResponse: false,
+    });
+
+  const logger = app.logger;
+  app.command(opts.command ?? '/etcd', createCommandListener(opts.engine));
+  app.error(async (error) => {
+    // The listener answers every error itself; this only keeps Bolt from rethrowing.
+    logger.error(`unhandled error: ${describeError(error)}`);
+  });
+
+  let server: Server | undefined;
+  let started = false;
+  return {
+    app,
+    notifier: createSlackNotifier(app.client, logger),
+    async start() {
+      await app.init();
+      if (opts.socketMode) {
+        await app.start();
+      } else {
+        server = await app.start({ port: opts.port, host: opts.host });
+      }
+      started = true;
+    },
+    async stop() {
+      if (!started) return;
+      started = false;
+      server = undefined;
+      await app.stop();
+    },
+    address() {
+      const a = server?.address() as AddressInfo | null | undefined;
+      if (!a || typeof a !== 'object') return undefined;
+      const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      return { host: a.address, port: a.port, url: `http://${host}:${a.port}/slack/events` };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Slash command
+
+type CommandArgs = SlackCommandMiddlewareArgs & AllMiddlewareArgs;
+
+/** The `/etcd` listener: prepare, ack within Slack's 3 s, then enqueue. */
+export function createCommandListener(engine: EngineApi) {
+  return async ({ command, ack, respond, client, logger }: CommandArgs): Promise<void> => {
+    let acked = false;
+    const ackOnce = async (message: RespondArguments) => {
+      acked = true;
+      await ack(message);
+    };
+    const origin: Origin = {
+      adapter: 'slack',
+      channel: command.channel_id,
+      user: command.user_id,
+      team: command.team_id,
+      responseUrl: command.response_url,
+    };
+    const invocation: Invocation = { text: (command.text ?? '').trim(), origin };
+    try {
+      const prepared: Prepared = engine.prepare(invocation);
+      switch (prepared.kind) {
+        case 'rejected':
+          await ackOnce(ephemeral(prepared.message));
+          return;
+        case 'reply': {
+          const { text, blocks } = renderReport(prepared.report);
+          await ackOnce({ response_type: prepared.visibility === 'channel' ? 'in_channel' : 'ephemeral', text, blocks });
+          return;
+        }
+        case 'job': {
+          await ackOnce(ephemeral(`⏳ ${prepared.summary} queued`));
+          try {
+            const jobId = await engine.enqueue(prepared.job);
+            logger.info(`queued job ${jobId} (${prepared.summary}) for ${origin.user} in ${origin.channel}`);
+          } catch (e) {
+            logger.error(`enqueue failed for ${prepared.summary}: ${describeError(e)}`);
+            await tellRequester({ respond, client, logger, origin }, enqueueFailedMessage(prepared.summary, e));
+          }
+          return;
+        }
+        default: {
+          const unknown: never = prepared;
+          throw new Error(`engine returned an unknown result: ${JSON.stringify(unknown)}`);
+        }
+      }
+    } catch (e) {
+      logger.error(`/etcd ${invocation.text} failed: ${describeError(e)}`);
+      const message = `:x: etcd-medic failed to handle \`/etcd ${oneLine(invocation.text)}\`: ${describeError(e)}. `
+        + 'Nothing was queued. Try again; if it keeps failing, check the bot\'s logs.';
+      if (!acked) {
+        try {
+          await ackOnce(ephemeral(message));
+          return;
+        } catch (ackError) {
+          logger.error(`ack failed: ${describeError(ackError)}`);
+        }
+      }
+      await tellRequester({ respond, client, logger, origin }, message);
+    }
+  };
+}
+
+function enqueueFailedMessage(summary: string, e: unknown): string {
+  const reason = describeError(e);
+  if (isMedicError(e) && e.code === 'QUEUE_UNAVAILABLE') {
+    return `:x: Could not queue ${summary}: the job queue is unavailable (${reason}). Nothing was run. `
+      + 'Try again in a minute; if it keeps failing, check that Redis is up and reachable from etcd-medic.';
+  }
+  const code = isMedicError(e) ? ` [${e.code}]` : '';
+  return `:x: Could not queue ${summary}: ${reason}${code}. Nothing was run. `
+    + 'Try again; if it keeps failing, check the bot\'s logs.';
+}
+
+/**
+ * A private follow-up after the ack: through the response_url (works in any channel), or
+ * chat.postEphemeral when that fails (expired or used up: 5 uses in 30 min).
+ */
+async function tellRequester(
+  deps: { respond: CommandArgs['respond']; client: WebClient; logger: Logger; origin: Extract<Origin, { adapter: 'slack' }> },
+  text: string,
+): Promise<void> {
+  const message = ephemeral(text);
+  try {
+    await deps.respond(message);
+    return;
+  } catch (e) {
+    deps.logger.warn(`response_url follow-up failed (${describeError(e)}); trying chat.postEphemeral`);
+  }
+  try {
+    await deps.client.chat.postEphemeral({ channel: deps.origin.channel, user: deps.origin.user, text: message.text ?? text });
+  } catch (e) {
+    deps.logger.error(`could not tell ${deps.origin.user} in ${deps.origin.channel}: ${describeError(e)}; message was: ${text}`);
+  }
+}
+
+function ephemeral(text: string): RespondArguments & { text: string } {
+  return { response_type: 'ephemeral', text: escapeMrkdwn(text) };
+}
+
+// ---------------------------------------------------------------------------------------
+// Notifier
+
+/** Slack errors after which the response_url may still reach the channel. */
+const NOT_IN_CHANNEL = new Set(['not_in_channel', 'channel_not_found']);
+
+export function createSlackNotifier(client: WebClient, logger: Logger): Notifier {
+  return {
+    async deliver(origin: Origin, report: Report, meta: { jobId: string }): Promise<void> {
+      if (origin.adapter !== 'slack') return;
+      const { text, blocks } = renderReport(report);
+      try {
+        await client.chat.postMessage({ channel: origin.channel, text, blocks, unfurl_links: false, unfurl_media: false });
+        return;
+      } catch (e) {
+        const slackError = platformError(e);
+        if (slackError && NOT_IN_CHANNEL.has(slackError) && origin.responseUrl) {
+          // The bot isn't a member of a private channel; a slash command's response_url can
+          // still post there (for 30 minutes after the command).
+          logger.warn(`chat.postMessage to ${origin.channel} failed (${slackError}); using the response_url for job ${meta.jobId}`);
+          if (await postToResponseUrl(origin.responseUrl, { response_type: 'in_channel', text, blocks }, logger)) return;
+        }
+        throw new MedicError(
+          'INTERNAL',
+          `Could not post the report of job ${meta.jobId} to Slack channel ${origin.channel}: ${slackError ?? describeError(e)}. `
+            + (slackError && NOT_IN_CHANNEL.has(slackError)
+              ? 'Invite the bot to the channel (/invite @etcd-medic) and run the command again.'
+              : 'Check the bot token and Slack\'s status; the job itself has finished.'),
+          // Platform errors (bad channel, bad token, bad blocks) won't fix themselves.
+          slackError === undefined,
+          { cause: e },
+        );
+      }
+    },
+  };
+}
+
+async function postToResponseUrl(url: string, body: RespondArguments, logger: Logger): Promise<boolean> {
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    await res.text();
+    if (res.ok) return true;
+    logger.warn(`response_url answered ${res.status}`);
+  } catch (e) {
+    logger.warn(`response_url failed: ${describeError(e)}`);
+  }
+  return false;
+}
+
+/** The `error` of a Web API platform error (`{ok: false, error}`), recognised by code. */
+function platformError(e: unknown): string | undefined {
+  if (typeof e !== 'object' || e === null) return undefined;
+  const err = e as { code?: unknown; data?: { error?: unknown } };
+  return err.code === 'slack_webapi_platform_error' && typeof err.data?.error === 'string' ? err.data.error : undefined;
+}
+
+// ---------------------------------------------------------------------------------------
+
+function retryConfig(retries: SlackAppOptions['webClientRetries']): RetryOptions {
+  if (retries === undefined) return retryPolicies.fiveRetriesInFiveMinutes;
+  if (typeof retries === 'number') return { retries, minTimeout: 50, maxTimeout: 500, factor: 2 };
+  return retries;
+}
+
+function toBoltLogger(l: Logger | LoggerLike): Logger {
+  if ('setLevel' in l && 'getLevel' in l && 'setName' in l) return l;
+  // Bolt and the WebClient log strings with extra args, or an error first: give a
+  // structured logger (pino) one object and one message.
+  const method = (fn: (...args: unknown[]) => void) => (...args: unknown[]) => {
+    const [first, ...rest] = args;
+    if (typeof first === 'object' && first !== null) {
+      fn.call(l, first, `slack: ${rest.map(String).join(' ')}`.trim());
+    } else {
+      fn.call(l, `slack: ${args.map(String).join(' ')}`);
+    }
+  };
+  let level = LogLevel.INFO;
+  return {
+    debug: method(l.debug),
+    info: method(l.info),
+    warn: method(l.warn),
+    error: method(l.error),
+    // The wrapped logger filters by its own level.
+    setLevel: (next: LogLevel) => {
+      level = next;
+    },
+    getLevel: () => level,
+    setName: () => undefined,
+  };
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s+/g, ' ').slice(0, 200);
+}

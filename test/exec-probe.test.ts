@@ -1,0 +1,112 @@
+/**
+ * probeCluster against the lab (3 etcd 3.4 members with TLS, sshd per node). Read-only:
+ * failures are simulated in config copies, never by stopping lab nodes.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { loadConfig } from '../src/config/load';
+import { ClusterConfig } from '../src/config/schema';
+import { probeCluster } from '../src/exec/probe';
+import { createSshPool, SshPool } from '../src/exec/ssh';
+import { LAB_DIR, labConfigPath } from './support/lab';
+
+const LAB_SH = join(__dirname, '..', 'lab', 'lab.sh');
+
+function labCluster(name: string): ClusterConfig {
+  const c = loadConfig(labConfigPath()).clusters.find((x) => x.name === name);
+  if (!c) throw new Error(`no cluster ${name} in the lab config`);
+  return structuredClone(c);
+}
+
+/** Member ids as etcdctl prints them (hex), from the host side. */
+function etcdctlMemberIds(): string[] {
+  const out = execFileSync('bash', [LAB_SH, 'etcdctl', '--', 'member', 'list'], { encoding: 'utf8' });
+  return out.trim().split('\n').map((l) => l.split(',')[0]!.trim()).sort();
+}
+
+let pool: SshPool;
+beforeEach(() => {
+  pool = createSshPool({ privateKey: readFileSync(join(LAB_DIR, 'bot_id_ed25519')), connectTimeoutMs: 5000, commandTimeoutMs: 10000 });
+});
+afterEach(async () => {
+  await pool.closeAll();
+});
+
+describe('probeCluster (lab)', () => {
+  it.each(['lab', 'lab-botcert'])('sees 3 healthy members agreeing on a leader (%s)', async (name) => {
+    const cluster = labCluster(name);
+    const snap = await probeCluster(cluster, { ssh: pool, now: () => new Date('2024-01-02T03:04:05Z') });
+    expect(snap.cluster).toBe(name);
+    expect(snap.collectedAt).toBe('2024-01-02T03:04:05.000Z');
+    expect(snap.probes.map((p) => p.node)).toEqual(['node1', 'node2', 'node3']);
+
+    const ids = etcdctlMemberIds();
+    for (const p of snap.probes) {
+      expect(p).toMatchObject({ reachable: true, health: { healthy: true }, alarms: [] });
+      expect(p.errorCode).toBeUndefined();
+      expect(p.members!.map((m) => m.id).sort()).toEqual(ids);
+      // The header proves which member answered: the one named like the node.
+      expect(p.members!.find((m) => m.id === p.status!.memberId)?.name).toBe(p.node);
+      expect(p.status!.version).toMatch(/^3\.\d+\.\d+/);
+      expect(p.status!.dbSize).toBeGreaterThan(0);
+    }
+    const leaders = new Set(snap.probes.map((p) => p.status!.leader));
+    expect(leaders.size).toBe(1);
+    expect(ids).toContain([...leaders][0]);
+  });
+
+  it('marks a node whose host key changed unreachable, naming both fingerprints', async () => {
+    const cluster = labCluster('lab');
+    const node3 = cluster.nodes[2]!;
+    const real = node3.ssh.hostKey;
+    const wrong = 'SHA256:' + 'A'.repeat(43);
+    node3.ssh.hostKey = wrong;
+    const snap = await probeCluster(cluster, { ssh: pool });
+    const [p1, p2, p3] = snap.probes;
+    expect(p1!.reachable && p2!.reachable).toBe(true);
+    expect(p3).toMatchObject({ node: 'node3', reachable: false, errorCode: 'SSH_HOST_KEY_MISMATCH' });
+    expect(p3!.unreachableReason).toContain(`expected ${wrong}`);
+    expect(p3!.unreachableReason).toContain(`got ${real}`);
+    expect(p3!.status).toBeUndefined();
+  });
+
+  it('bounds a node that accepts TCP but never answers by statusTimeoutMs', async () => {
+    const silent = net.createServer(() => undefined); // accepts, never speaks SSH
+    const sockets: net.Socket[] = [];
+    silent.on('connection', (s) => sockets.push(s));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    try {
+      const cluster = labCluster('lab');
+      cluster.statusTimeoutMs = 2000;
+      cluster.ssh.connectTimeoutMs = 60000;
+      cluster.nodes[2]!.ssh = { ...cluster.nodes[2]!.ssh, host: '127.0.0.1', port: (silent.address() as net.AddressInfo).port };
+      const snap = await probeCluster(cluster, { ssh: pool });
+      expect(snap.probes.slice(0, 2).every((p) => p.reachable)).toBe(true);
+      expect(snap.probes[2]).toMatchObject({ node: 'node3', reachable: false, errorCode: 'TIMEOUT' });
+      expect(snap.probes[2]!.unreachableReason).toMatch(/no answer within 2000 ms \(while connecting over ssh\)/);
+    } finally {
+      sockets.forEach((s) => s.destroy());
+      await new Promise((r) => silent.close(r));
+    }
+  });
+
+  it('reports an etcd port nobody listens on, with the node-side reason', async () => {
+    const cluster = labCluster('lab');
+    cluster.nodes[2]!.clientUrl = 'https://127.10.0.13:2399';
+    const snap = await probeCluster(cluster, { ssh: pool });
+    expect(snap.probes[2]).toMatchObject({ node: 'node3', reachable: false, errorCode: 'ETCD_UNAVAILABLE', health: { healthy: false } });
+    expect(snap.probes[2]!.unreachableReason).toMatch(/tunnel to 127\.10\.0\.13:2399: .*refused/i);
+  });
+
+  it('reports a refused ssh port as unreachable', async () => {
+    const cluster = labCluster('lab');
+    cluster.nodes[2]!.ssh.port = 2299;
+    const snap = await probeCluster(cluster, { ssh: pool });
+    expect(snap.probes[2]).toMatchObject({
+      reachable: false, errorCode: 'SSH_UNREACHABLE',
+      unreachableReason: 'ssh root@127.10.0.13:2299 (node3): connect ECONNREFUSED',
+    });
+  });
+});
