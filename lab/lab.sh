@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
 # etcd-medic lab: a real 3-node etcd 3.4 cluster shaped like kubeadm's stacked etcd,
-# on this machine's loopback. Each node is a mount namespace in which
-# /etc/kubernetes, /var/lib/etcd, /var/log/pods and /var/log/containers are its own,
-# running its own sshd and kubelet-lite (which runs etcd from the static manifest).
+# on this machine's loopback (node1..3 = 127.10.0.11..13; sshd :LAB_SSH_PORT, etcd
+# https :2379/:2380, metrics http :2381, each on its node's address only).
+# Each node is a mount + pid + UTS namespace (hostname nodeN) in which /etc/kubernetes, /var/lib/etcd,
+# /var/log/pods, /var/log/containers, /root, /tmp and /var/tmp are its own, and
+# etcdctl/etcdutl don't exist; it runs its own sshd and kubelet-lite (which runs etcd
+# from /etc/kubernetes/manifests/etcd.yaml). Other paths are shared with the host.
+#
+# $LAB_DIR layout:
+#   bot_id_ed25519{,.pub}   the bot's SSH key (authorized on every node)       kept by down
+#   bot/{ca.crt,etcd-client.crt,etcd-client.key}  bot-side etcd client cert     kept by down
+#   pki/ca.{crt,key}, pki/nodeN/*  the etcd CA and each node's kubeadm certs    kept by down
+#   hostkeys/nodeN/ssh_host_ed25519_key{,.pub}                                  kept by down
+#   clusters.yaml, known_hosts    written by up
+#   nodes/nodeN/                  one node (deleted by down):
+#     etc-kubernetes/ var-lib-etcd/ var-log-pods/ var-log-containers/ root/ tmp/ var-tmp/
+#         (seen inside the node as /etc/kubernetes, /var/lib/etcd, ...)
+#     sshd_config  log/{node,kubelet,sshd}.log  run/{mntns,ready,sshd.pid}  usrbin-overlay/
 #
 # Usage: lab/lab.sh <command>   (as root)
-#   up                 create (or keep) a healthy lab; writes $LAB_DIR/clusters.yaml
+#   up                 keep the lab if up and healthy, else (re)create it fresh and wait
+#                      for 3 healthy members; prints the path of clusters.yaml
 #   down               stop everything, delete node state (keeps keys and certificates)
 #   purge              down, then delete $LAB_DIR entirely
-#   status             per node: namespace pid, sshd, kubelet-lite, etcd, manifest
+#   status             per node: pid of its init (host view), sshd, kubelet-lite, etcd, manifest
 #   stop-node N [--kill]  kill everything of node N (sshd, sessions, kubelet-lite, etcd):
 #                      SIGTERM then SIGKILL after 5 s; --kill: SIGKILL at once (power loss)
 #   start-node N       start node N again with the same data and config
 #   stop-etcd N        move N's manifest to /etc/kubernetes/etcd.yaml.lab-stopped
 #   start-etcd N       move it back
 #   wipe-data N        stop etcd, empty N's /var/lib/etcd, put the manifest back
-#   exec N -- cmd...   run a command inside N's mount namespace (default: bash)
+#   exec N -- cmd...   run a command inside node N (its mount + pid namespaces; default: bash)
 #   etcdctl -- args    host-side etcdctl with the bot client cert, all endpoints
 #   config             print the path of clusters.yaml
 # N: node1|node2|node3 (or 1|2|3).
@@ -70,7 +85,7 @@ require_tools() {
 }
 
 # Serialise state-changing commands (tests may call us concurrently). fd 9 must not
-# leak into the node daemons (they are started with 9>&-), or the lock would stay held.
+# leak into the node daemons (launch_node closes every fd > 2), or the lock would stay held.
 lock() {
   mkdir -p "$LAB_DIR"
   exec 9>>"$LAB_DIR/.lock"
@@ -110,14 +125,14 @@ pids_in_ns() { # <ns id>: one stat over /proc (a fork per process is too slow fo
 
 node_pids() { local id; id=$(node_ns "$1"); [[ -n $id ]] && pids_in_ns "$id"; return 0; }
 
-# pid of the node's init if running.
+# Host pid of the node's init (pid 1 of the node's pid namespace) if running.
 node_init_pid() {
-  local n=$1 pid id
+  local n=$1 p id
   id=$(node_ns "$n"); [[ -n $id ]] || return 0
-  pid=$(cat "$(nd "$n")/run/init.pid" 2>/dev/null) || true
-  if [[ -n $pid && $(readlink "/proc/$pid/ns/mnt" 2>/dev/null) == "$id" ]]; then echo "$pid"; return 0; fi
-  # init gone but processes left: any process of the namespace will do for nsenter.
-  pids_in_ns "$id" | head -n1
+  for p in $(pids_in_ns "$id"); do
+    awk '/^NSpid:/ { found = (NF > 2 && $NF == 1) } END { exit !found }' "/proc/$p/status" 2>/dev/null && { echo "$p"; return 0; }
+  done
+  return 0
 }
 
 comm_pids() { # <node> <comm>: pids of the node named <comm>
@@ -165,7 +180,7 @@ stop_node_procs() { # <node> [hard]
   local n=$1 id
   id=$(node_ns "$n")
   [[ -n $id ]] && kill_ns "$id" "$n" "${2:-}"
-  rm -f "$(nd "$n")/run/mntns" "$(nd "$n")/run/ready" "$(nd "$n")/run/init.pid" "$(nd "$n")/run/sshd.pid"
+  rm -f "$(nd "$n")/run/mntns" "$(nd "$n")/run/ready" "$(nd "$n")/run/sshd.pid"
   return 0
 }
 
@@ -188,7 +203,8 @@ kill_orphans() {
 
 # ---------------------------------------------------------------- keys and certificates
 
-gen_key() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; chmod 600 "$1"; }
+# ECDSA P-256 (kubeadm: encryptionAlgorithm ECDSA-P256): RSA keygen costs seconds on a busy CI box.
+gen_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; chmod 600 "$1"; }
 
 # sign <out-prefix> <CN> <extendedKeyUsage> [subjectAltName]
 sign() {
@@ -359,6 +375,13 @@ create_node() { # <node> <token>
   mkdir -p "$d/etc-kubernetes/manifests" "$d/etc-kubernetes/pki/etcd" "$d/var-lib-etcd" \
     "$d/var-log-pods" "$d/var-log-containers" "$d/run" "$d/log"
   chmod 700 "$d/var-lib-etcd"
+  # The node's own /root with Debian's default dotfiles: the host's (tool managers, tokens)
+  # must not leak into, or slow down, the bot's SSH sessions.
+  mkdir -p "$d/root" "$d/tmp" "$d/var-tmp"
+  chmod 700 "$d/root"
+  chmod 1777 "$d/tmp" "$d/var-tmp"
+  cp /usr/share/base-files/dot.bashrc "$d/root/.bashrc" 2>/dev/null || cp /etc/skel/.bashrc "$d/root/.bashrc" 2>/dev/null || : >"$d/root/.bashrc"
+  cp /usr/share/base-files/dot.profile "$d/root/.profile" 2>/dev/null || cp /etc/skel/.profile "$d/root/.profile" 2>/dev/null || : >"$d/root/.profile"
   cp "$PKI/ca.crt" "$PKI/ca.key" "$PKI/$n"/*.crt "$PKI/$n"/*.key "$d/etc-kubernetes/pki/etcd/"
   chmod 600 "$d/etc-kubernetes/pki/etcd/"*.key
   write_manifest "$n" "$2" "$d/etc-kubernetes/manifests/etcd.yaml"
@@ -433,11 +456,20 @@ launch_node() { # <node>: start its namespace in the background (no wait)
   local n=$1 d
   d=$(nd "$n")
   [[ -d $d/etc-kubernetes ]] || die "$n has no state in $d: run 'lab.sh up'"
-  rm -f "$d/run/ready" "$d/run/mntns" "$d/run/init.pid"
+  rm -f "$d/run/ready" "$d/run/mntns"
   mkdir -p /run/sshd /etc/kubernetes /var/lib/etcd /var/log/pods /var/log/containers
-  LAB_NODE_BIN="$(command -v "${LAB_NODE_BIN:-node}")" \
-    setsid unshare --mount --propagation private --fork \
-    bash "$LAB_HOME/node-init.sh" "$LAB_DIR" "$n" </dev/null >>"$d/log/node.log" 2>&1 9>&- &
+  local node_bin
+  node_bin="$(command -v "${LAB_NODE_BIN:-node}")"
+  (
+    # The daemons must hold none of our fds: not the lock (fd 9), not a caller's pipe
+    # (a test runner or $(...) would wait for its EOF forever).
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    LAB_NODE_BIN="$node_bin" exec setsid unshare --mount --propagation private --pid --mount-proc --uts --fork \
+      bash "$LAB_HOME/node-init.sh" "$LAB_DIR" "$n"
+  ) </dev/null >>"$d/log/node.log" 2>&1 &
 }
 
 node_ready() { [[ -f $(nd "$1")/run/ready ]] && node_running "$1" && sshd_up "$1"; }
@@ -482,6 +514,13 @@ cluster_healthy() {
   [[ $(grep -c ', started, ' <<<"$members") == "${#NODES[@]}" ]]
 }
 
+all_etcd_running() {
+  local n
+  for n in "${NODES[@]}"; do
+    [[ -f $(manifest_path "$n") ]] && etcd_running "$n" || return 1
+  done
+}
+
 all_nodes_up() {
   local n
   for n in "${NODES[@]}"; do node_running "$n" && sshd_up "$n" || return 1; done
@@ -493,7 +532,7 @@ cmd_up() {
   require_root; require_tools; lock
   local t0=$SECONDS
   if [[ -d $LAB_DIR/nodes ]]; then
-    if all_nodes_up && { cluster_healthy || { sleep 1; cluster_healthy; } || { sleep 2; cluster_healthy; }; }; then
+    if all_nodes_up && all_etcd_running && { cluster_healthy || { sleep 1; cluster_healthy; } || { sleep 1; cluster_healthy; }; }; then
       ensure_keys; write_known_hosts; write_config
       log "lab already up and healthy"
       echo "$CONFIG"
@@ -614,9 +653,15 @@ do_stop_etcd() {
   return 0
 }
 
+container_links() { ls "$(nd "$1")/var-log-containers" 2>/dev/null | sort; }
+container_started() { # <node> <links before>
+  etcd_running "$1" || [[ -n $(comm -13 <(echo "$2") <(container_links "$1")) ]]
+}
+
 do_start_etcd() {
-  local n=$1 m p
+  local n=$1 m p before
   m=$(manifest_path "$n"); p=$(parked_path "$n")
+  before=$(container_links "$n")
   if [[ -f $p ]]; then
     [[ -f $m ]] && die "$n has both manifests/etcd.yaml and etcd.yaml.lab-stopped: resolve by hand"
     mv "$p" "$m"
@@ -624,7 +669,8 @@ do_start_etcd() {
     die "$n has no etcd manifest to start (neither manifests/etcd.yaml nor etcd.yaml.lab-stopped)"
   fi
   if node_running "$n"; then
-    wait_until 10 "kubelet-lite on $n to start etcd" etcd_running "$n" || die "etcd on $n did not start"
+    # A new container log link shows kubelet-lite started etcd (it may crash at once: wiped data).
+    wait_until 10 "kubelet-lite on $n to start etcd" container_started "$n" "$before" || die "etcd on $n did not start"
   else
     log "$n is stopped: etcd starts with start-node"
   fi
@@ -664,7 +710,7 @@ cmd_exec() {
   pid=$(node_init_pid "$n")
   [[ -n $pid ]] || die "$n is not running"
   (($#)) || set -- bash
-  exec nsenter --target "$pid" --mount -- "$@"
+  exec nsenter --target "$pid" --mount --pid -- "$@"
 }
 
 cmd_etcdctl() {

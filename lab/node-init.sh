@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The "init" of one lab node. lab.sh starts it as
-#   setsid unshare --mount --propagation private --fork bash node-init.sh <LAB_DIR> <node>
-# so it runs in the node's own mount namespace. It makes the node's view
+#   setsid unshare --mount --propagation private --pid --mount-proc --uts --fork bash node-init.sh <LAB_DIR> <node>
+# so it runs in the node's own mount namespace, as pid 1 of the node's own pid namespace
+# (ps on a node shows that node's processes only; when this exits, they all die). It makes the node's view
 # (/etc/kubernetes, /var/lib/etcd, /var/log/pods, /var/log/containers are the
-# node's own dirs; no etcdctl/etcdutl), then runs the node's sshd and kubelet-lite
+# node's own dirs, and so are /root, /tmp and /var/tmp; no etcdctl/etcdutl), then runs the node's sshd and kubelet-lite
 # and waits. SIGTERM stops both.
 set -euo pipefail
 
@@ -13,11 +14,12 @@ LAB_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ND="$LAB_DIR/nodes/$NODE"
 NODE_BIN="${LAB_NODE_BIN:-node}"
 
-echo $$ >"$ND/run/init.pid"
 say() { echo "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ) node-init[$NODE] $*"; }
 
 # Belt and braces: unshare --propagation private already did this.
 mount --make-rprivate /
+# Own UTS namespace: the node's hostname is its name.
+hostname "$NODE"
 
 bind() { # <node dir> <path seen inside the node>
   mkdir -p "$2"
@@ -27,6 +29,21 @@ bind "$ND/etc-kubernetes" /etc/kubernetes
 bind "$ND/var-lib-etcd" /var/lib/etcd
 bind "$ND/var-log-pods" /var/log/pods
 bind "$ND/var-log-containers" /var/log/containers
+# Node-private /root, /tmp, /var/tmp -- unless the lab itself lives there (it would vanish).
+NODE_REAL="$(readlink -f "$(command -v "$NODE_BIN")")"
+bind_private() { # <node dir> <path>
+  local p
+  for p in "$LAB_DIR" "$LAB_HOME" "$NODE_REAL"; do
+    if [[ $p == "$2" || $p == "$2"/* ]]; then
+      say "$2 is shared with the host: $p is inside it"
+      return 0
+    fi
+  done
+  bind "$1" "$2"
+}
+bind_private "$ND/root" /root
+bind_private "$ND/tmp" /tmp
+bind_private "$ND/var-tmp" /var/tmp
 
 # Real control-plane nodes have no etcdctl/etcdutl on the host (they live in the etcd
 # image). Hide them: an overlay over /usr/bin with whiteouts makes them truly absent

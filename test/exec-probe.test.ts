@@ -2,17 +2,13 @@
  * probeCluster against the lab (3 etcd 3.4 members with TLS, sshd per node). Read-only:
  * failures are simulated in config copies, never by stopping lab nodes.
  */
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
 import { loadConfig } from '../src/config/load';
 import { ClusterConfig } from '../src/config/schema';
 import { probeCluster } from '../src/exec/probe';
 import { createSshPool, SshPool } from '../src/exec/ssh';
-import { LAB_DIR, labConfigPath } from './support/lab';
-
-const LAB_SH = join(__dirname, '..', 'lab', 'lab.sh');
+import { LAB_BOT_KEY, labConfigPath, memberList, waitLabHealthy } from './support/lab';
 
 function labCluster(name: string): ClusterConfig {
   const c = loadConfig(labConfigPath()).clusters.find((x) => x.name === name);
@@ -20,15 +16,10 @@ function labCluster(name: string): ClusterConfig {
   return structuredClone(c);
 }
 
-/** Member ids as etcdctl prints them (hex), from the host side. */
-function etcdctlMemberIds(): string[] {
-  const out = execFileSync('bash', [LAB_SH, 'etcdctl', '--', 'member', 'list'], { encoding: 'utf8' });
-  return out.trim().split('\n').map((l) => l.split(',')[0]!.trim()).sort();
-}
-
 let pool: SshPool;
+beforeAll(() => waitLabHealthy()); // an earlier suite may have left it recovering
 beforeEach(() => {
-  pool = createSshPool({ privateKey: readFileSync(join(LAB_DIR, 'bot_id_ed25519')), connectTimeoutMs: 5000, commandTimeoutMs: 10000 });
+  pool = createSshPool({ privateKey: readFileSync(LAB_BOT_KEY), connectTimeoutMs: 5000, commandTimeoutMs: 10000 });
 });
 afterEach(async () => {
   await pool.closeAll();
@@ -42,7 +33,8 @@ describe('probeCluster (lab)', () => {
     expect(snap.collectedAt).toBe('2024-01-02T03:04:05.000Z');
     expect(snap.probes.map((p) => p.node)).toEqual(['node1', 'node2', 'node3']);
 
-    const ids = etcdctlMemberIds();
+    // etcdctl on the host, as an operator would check.
+    const ids = (await memberList()).map((m) => m.id).sort();
     for (const p of snap.probes) {
       expect(p).toMatchObject({ reachable: true, health: { healthy: true }, alarms: [] });
       expect(p.errorCode).toBeUndefined();

@@ -53,6 +53,9 @@ async function startSshd(): Promise<Sshd> {
     'KbdInteractiveAuthentication no',
     'StrictModes no',
     'LogLevel ERROR',
+    // bash skips ~/.bashrc below shell level 2: keeps this machine's root rc files (slow,
+    // and pyenv's rehash can block on a stale lock) out of the test.
+    'SetEnv SHLVL=1',
     '',
   ].join('\n'));
   const child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -158,6 +161,23 @@ describe('ssh session', () => {
     const err = await s.exec(sh`trap '' TERM; sleep ${`28.${process.pid}`}`, { timeoutMs: 1000 }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'REMOTE_TIMEOUT' });
     expect(await eventually(() => pgrep(marker).length === 0)).toBe(true);
+  });
+
+  it('times out locally when the node never answers', async () => {
+    const s = await pool.session(target);
+    const marker = `^timeout -k 2 1 sh -c sleep '27\\.${process.pid}'$`;
+    const settled = s.exec(sh`sleep ${`27.${process.pid}`}`, { timeoutMs: 1000 }).catch((e: unknown) => e);
+    // Freeze the remote `timeout` so only the local deadline is left.
+    expect(await eventually(() => pgrep(marker).length > 0)).toBe(true);
+    const pid = Number(pgrep(marker)[0]);
+    process.kill(pid, 'SIGSTOP');
+    try {
+      expect(await settled).toMatchObject({ code: 'REMOTE_TIMEOUT' });
+    } finally {
+      process.kill(-pid, 'SIGKILL'); // its process group: timeout and the sleep
+    }
+    // The connection is still usable.
+    expect((await s.exec(sh`echo ok`)).stdout).toBe('ok\n');
   });
 
   it('queues channels beyond MaxSessions instead of failing', async () => {

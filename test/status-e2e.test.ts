@@ -8,7 +8,8 @@ import { startHarness, Harness } from './support/harness';
 
 /** The table row of a node, as shown in the message: "node3  <id>  <role>  <health> …". */
 function rowOf(text: string, node: string): string {
-  const line = text.split('\n').find((l) => l.trimStart().startsWith(`${node} `));
+  // Table rows are padded with at least two spaces between cells.
+  const line = text.split('\n').find((l) => new RegExp(`^\\s*${node}\\s{2,}`).test(l));
   if (!line) throw new Error(`no row for ${node} in:\n${text}`);
   return line;
 }

@@ -283,8 +283,10 @@ class SessionImpl implements SshSession {
         ch.on('close', () => finish(() => {
           const durationMs = Date.now() - started;
           const code = exit?.code ?? null;
-          // 124: `timeout` sent TERM; 137 after the deadline: it had to send KILL.
-          if (code === 124 || (code === 137 && durationMs >= timeoutMs)) return reject(timedOut());
+          // 124: `timeout` sent TERM. After the deadline, 137 or death by KILL: it had to send
+          // KILL (to its whole process group, itself included when the login shell exec'd it).
+          const killed = code === 137 || /^(SIG)?KILL$/.test(exit?.signal ?? '');
+          if (code === 124 || (killed && durationMs >= timeoutMs)) return reject(timedOut());
           if (!exit && this.closed) return reject(new MedicError('SSH_UNREACHABLE', `${label(this.target)}: connection lost`, true));
           resolve({ code, signal: exit?.signal ?? null, stdout: out.bytes(), stderr: err.bytes(), truncated: out.truncated || err.truncated, durationMs });
         }));

@@ -341,8 +341,8 @@ export class FakeSlack {
         const channel = str(body.channel);
         if (!channel) return fail('channel_not_found');
         const text = str(body.text);
-        if (!text && blocks === undefined && body.attachments === undefined) return fail('no_text');
         if (blockErrors.length) return blocksInvalid();
+        if (!text && blocks === undefined && body.attachments === undefined) return fail('no_text');
         if (text && text.length > LIMITS.messageText) return fail('msg_too_long');
         if (!this.channelExists(channel)) return fail('channel_not_found');
         if (method === 'chat.postEphemeral') {

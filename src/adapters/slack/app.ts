@@ -98,7 +98,13 @@ export function createSlackApp(opts: SlackAppOptions): SlackApp {
     app,
     notifier: createSlackNotifier(app.client, logger),
     async start() {
-      await app.init();
+      try {
+        await app.init();
+      } catch (e) {
+        const slackError = platformError(e);
+        if (!slackError) throw e;
+        throw new MedicError('CONFIG_INVALID', `Slack rejected the bot token (auth.test: ${slackError}): check SLACK_BOT_TOKEN (xoxb-…) and that the app is installed in the workspace`, false, { cause: e });
+      }
       if (opts.socketMode) {
         await app.start();
       } else {
@@ -213,7 +219,7 @@ async function tellRequester(
     deps.logger.warn(`response_url follow-up failed (${describeError(e)}); trying chat.postEphemeral`);
   }
   try {
-    await deps.client.chat.postEphemeral({ channel: deps.origin.channel, user: deps.origin.user, text: message.text ?? text });
+    await deps.client.chat.postEphemeral({ channel: deps.origin.channel, user: deps.origin.user, text: message.text });
   } catch (e) {
     deps.logger.error(`could not tell ${deps.origin.user} in ${deps.origin.channel}: ${describeError(e)}; message was: ${text}`);
   }

@@ -73,7 +73,8 @@ export function renderReport(report: Report): SlackMessage {
 
 function render(input: Report): SlackMessage {
   const report = normalise(input);
-  const budget = new Budget(BLOCK_TEXT_BUDGET);
+  // Keep room for the "N more tables not shown" line.
+  const budget = new Budget(BLOCK_TEXT_BUDGET - 80);
 
   const header = headerBlock(report.title, budget);
   const verdict = report.verdict ? verdictBlock(report.verdict, budget) : undefined;
@@ -146,25 +147,19 @@ function tableBlock(table: ReportTable, budget: Budget): KnownBlock | undefined 
   const max = Math.min(SLACK_LIMITS.sectionText, budget.left);
   if (max < MIN_TABLE_CHARS) return undefined;
   const title = table.title ? `*${cutEscaped(oneLine(table.title), 200)}*\n` : '';
-  const lines = tableLines(table, { maxCell: MAX_CELL_WIDTH, maxLine: MAX_LINE_WIDTH, noBackticks: true });
+  const total = table.rows.length;
+  const note = (n: number) => `\n_…${n} more row${n === 1 ? '' : 's'} not shown (${total} in all)_`;
+  // Every row takes at least 2 chars: rows past max/2 can't be shown, so don't format them.
+  const lines = tableLines(limitRows(table, Math.ceil(max / 2)), { maxCell: MAX_CELL_WIDTH, maxLine: MAX_LINE_WIDTH, noBackticks: true });
   const head = lines.head.map(escapeMrkdwn);
   const rows = lines.rows.map(escapeMrkdwn);
-  const total = rows.length;
-  const note = (n: number) => `\n_…${n} more row${n === 1 ? '' : 's'} not shown (${total} in all)_`;
-  const wrap = (body: string[], omitted: number) =>
-    `${title}\`\`\`\n${body.join('\n')}\n\`\`\`${omitted > 0 ? note(omitted) : ''}`;
-
-  let shown = 0;
-  let length = wrap(head, 0).length;
-  const reserve = note(total).length;
-  while (shown < total) {
-    const add = rows[shown].length + 1;
-    const needsNote = shown + 1 < total;
-    if (length + add + (needsNote ? reserve : 0) > max) break;
-    length += add;
-    shown += 1;
-  }
-  let text = wrap([...head, ...rows.slice(0, shown)], total - shown);
+  const wrap = (shown: number) => {
+    const omitted = total - shown;
+    return `${title}\`\`\`\n${[...head, ...rows.slice(0, shown)].join('\n')}\n\`\`\`${omitted > 0 ? note(omitted) : ''}`;
+  };
+  const fixed = wrap(0).length - (total > 0 ? note(total).length : 0);
+  const shown = fitRows(rows, max - fixed, note(total).length, total);
+  let text = wrap(shown);
   if (text.length > max) {
     // Even the header doesn't fit (a very wide table): show the title and the count only.
     text = `${title || '*Table*\n'}_${total} row${total === 1 ? '' : 's'} not shown (too wide for a message)_`;
@@ -172,6 +167,24 @@ function tableBlock(table: ReportTable, budget: Budget): KnownBlock | undefined 
   }
   budget.take(text.length);
   return mrkdwnSection(text);
+}
+
+/** How many of `rows` (joined by newlines) fit in `room`, keeping `noteLength` free if any are left out. */
+function fitRows(rows: string[], room: number, noteLength: number, total: number): number {
+  let used = 0;
+  let shown = 0;
+  while (shown < rows.length) {
+    const add = rows[shown].length + 1;
+    const needsNote = shown + 1 < total;
+    if (used + add + (needsNote ? noteLength : 0) > room) break;
+    used += add;
+    shown += 1;
+  }
+  return shown;
+}
+
+function limitRows(table: ReportTable, n: number): ReportTable {
+  return table.rows.length > n ? { ...table, rows: table.rows.slice(0, n) } : table;
 }
 
 function notesBlock(notes: string[], budget: Budget): KnownBlock | undefined {
@@ -236,21 +249,39 @@ function bulletList(items: string[], format: (s: string) => string, max: number)
 // Text fallback
 
 function fallbackText(report: NormalReport): string {
-  const parts: string[] = [report.title || 'etcd-medic'];
-  if (report.verdict) parts.push(`${LEVEL_WORD[report.verdict.level]}: ${report.verdict.text}`);
-  for (const f of report.fields) parts.push(`${f.label}: ${f.value}`);
+  const head = cutEscaped([
+    report.title || 'etcd-medic',
+    ...(report.verdict ? [`${LEVEL_WORD[report.verdict.level]}: ${report.verdict.text}`] : []),
+    ...report.fields.map((f) => `${f.label}: ${f.value}`),
+  ].join('\n'), 6000);
+  const tail = cutEscaped([
+    ...report.notes.map((n) => `- ${n}`),
+    ...(report.next.length ? [`Next: ${report.next.join(' | ')}`] : []),
+    ...(report.context.length ? [report.context.join(' · ')] : []),
+  ].join('\n'), 6000);
+  // Tables get what the head and tail leave of the 40,000.
+  let room = SLACK_LIMITS.messageText - head.length - tail.length - 2;
+  const tables: string[] = [];
   for (const t of report.tables) {
-    // Rows past what 40,000 chars could hold are counted, not drawn.
-    const limit = 2000;
-    const shown = t.rows.length > limit ? { ...t, rows: t.rows.slice(0, limit) } : t;
-    const { head, rows } = tableLines(shown, { maxCell: 200, maxLine: 2000, noBackticks: false });
-    const more = t.rows.length > limit ? [`…${t.rows.length - limit} more rows`] : [];
-    parts.push([...(t.title ? [t.title] : []), ...head, ...rows, ...more].join('\n'));
+    const text = plainTable(t, room - 1);
+    if (!text) break;
+    tables.push(text);
+    room -= text.length + 1;
   }
-  for (const n of report.notes) parts.push(`- ${n}`);
-  if (report.next.length) parts.push(`Next: ${report.next.join(' | ')}`);
-  if (report.context.length) parts.push(report.context.join(' · '));
-  return cutEscaped(parts.join('\n'), SLACK_LIMITS.messageText);
+  return [head, ...tables, tail].filter((p) => p.length > 0).join('\n');
+}
+
+/** A table as escaped, padded plain text within `room` chars, or '' if nothing fits. */
+function plainTable(table: ReportTable, room: number): string {
+  const total = table.rows.length;
+  const note = (n: number) => `\n…${n} more row${n === 1 ? '' : 's'} (${total} in all)`;
+  const { head, rows } = tableLines(limitRows(table, Math.ceil(room / 2)), { maxCell: 200, maxLine: 2000, noBackticks: false });
+  const top = [...(table.title ? [cutEscaped(oneLine(table.title), 200)] : []), ...head.map(escapeMrkdwn)].join('\n');
+  const escaped = rows.map(escapeMrkdwn);
+  const shown = fitRows(escaped, room - top.length, note(total).length, total);
+  const text = [top, ...escaped.slice(0, shown)].filter((l) => l.length > 0).join('\n')
+    + (shown < total ? note(total - shown) : '');
+  return text.length <= room ? text : '';
 }
 
 // ---------------------------------------------------------------------------------------

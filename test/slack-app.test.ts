@@ -1,0 +1,266 @@
+/**
+ * The Slack adapter against the fake Slack and a fake engine (recording calls): signed
+ * slash commands in, acks / response_url follow-ups / chat.postMessage out.
+ */
+import { createSlackApp, type LoggerLike, type SlackApp } from '../src/adapters/slack/app';
+import { renderReport } from '../src/adapters/slack/blocks';
+import { MedicError } from '../src/engine/errors';
+import type { Report } from '../src/engine/report';
+import type { EngineApi, Invocation, JobRequest, Prepared, Submitted } from '../src/engine/types';
+import { FakeSlack } from './support/fake-slack';
+import { signedSlashCommand, type SlashCommandFields } from './support/slack-sign';
+
+const SIGNING_SECRET = 'test-signing-secret';
+
+/** Answers by the first word of the command; records every call. */
+class FakeEngine implements EngineApi {
+  readonly prepared: Invocation[] = [];
+  readonly enqueued: JobRequest[] = [];
+  enqueueError?: unknown;
+
+  prepare(inv: Invocation): Prepared {
+    this.prepared.push(inv);
+    const [word, cluster = 'lab'] = inv.text.split(/\s+/);
+    switch (word) {
+      case 'status':
+        return {
+          kind: 'job',
+          summary: `status of ${cluster}`,
+          job: { command: 'status', args: { cluster }, cluster, origin: inv.origin, requestedAt: new Date().toISOString() },
+        };
+      case 'help':
+        return { kind: 'reply', visibility: cluster === 'public' ? 'channel' : 'ephemeral', report: { title: 'etcd-medic help', notes: ['/etcd status <cluster>'] } };
+      case 'explode':
+        throw new Error('engine bug: boom');
+      default:
+        return { kind: 'rejected', code: 'UNKNOWN_COMMAND', message: `Unknown command "${word}": try /etcd help` };
+    }
+  }
+
+  async enqueue(job: JobRequest): Promise<string> {
+    this.enqueued.push(job);
+    if (this.enqueueError) throw this.enqueueError;
+    return `job-${this.enqueued.length}`;
+  }
+
+  async submit(): Promise<Submitted> {
+    throw new Error('the Slack adapter must not call submit()');
+  }
+}
+
+function quietLogger(): LoggerLike & { lines: string[] } {
+  const lines: string[] = [];
+  const log = (level: string) => (...args: unknown[]) => {
+    lines.push(`${level} ${args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ')}`);
+  };
+  return { lines, debug() {}, info: log('info'), warn: log('warn'), error: log('error') };
+}
+
+async function until(check: () => boolean, timeoutMs = 2000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('Slack adapter', () => {
+  const fake = new FakeSlack();
+  const engine = new FakeEngine();
+  const logger = quietLogger();
+  let slack: SlackApp;
+  let url: string;
+  let seq = 0;
+
+  const command = (text: string, extra: Partial<SlashCommandFields> = {}) => {
+    seq += 1;
+    return {
+      url,
+      signingSecret: SIGNING_SECRET,
+      fields: {
+        command: '/etcd',
+        text,
+        user_id: 'U0ALICE',
+        channel_id: 'C0INCIDENT',
+        team_id: 'T0MEDIC01',
+        response_url: fake.responseUrl(`cmd${seq}`),
+        ...extra,
+      },
+    };
+  };
+
+  beforeAll(async () => {
+    await fake.start();
+    slack = createSlackApp({
+      engine,
+      signingSecret: SIGNING_SECRET,
+      botToken: fake.token,
+      slackApiUrl: fake.url,
+      port: 0,
+      host: '127.0.0.1',
+      webClientRetries: 0,
+      logger,
+    });
+    await slack.start();
+    url = slack.address()!.url;
+  });
+
+  afterAll(async () => {
+    await slack.stop();
+    await fake.stop();
+  });
+
+  beforeEach(() => {
+    engine.prepared.length = 0;
+    engine.enqueued.length = 0;
+    engine.enqueueError = undefined;
+  });
+
+  it('verified the bot token with auth.test when it started', () => {
+    expect(fake.callsTo('auth.test')).toHaveLength(1);
+    expect(fake.callsTo('auth.test')[0].response.ok).toBe(true);
+  });
+
+  it('acks a job at once, then enqueues it exactly once', async () => {
+    const req = command('status lab');
+    const res = await signedSlashCommand(req);
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({ response_type: 'ephemeral', text: '⏳ status of lab queued' });
+    await until(() => engine.enqueued.length === 1);
+    await new Promise((r) => setTimeout(r, 50)); // and no second one
+    expect(engine.enqueued).toHaveLength(1);
+    expect(engine.enqueued[0]).toMatchObject({ command: 'status', cluster: 'lab' });
+    expect(engine.prepared).toEqual([{
+      text: 'status lab',
+      origin: { adapter: 'slack', channel: 'C0INCIDENT', user: 'U0ALICE', team: 'T0MEDIC01', responseUrl: req.fields.response_url },
+    }]);
+  });
+
+  it('answers 401 to a bad signature and never reaches the engine', async () => {
+    const res = await signedSlashCommand({ ...command('status lab'), badSignature: true });
+    expect(res.status).toBe(401);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(engine.prepared).toHaveLength(0);
+    expect(engine.enqueued).toHaveLength(0);
+  });
+
+  it('answers 401 to a replayed request (timestamp 6 minutes old)', async () => {
+    const res = await signedSlashCommand({ ...command('status lab'), timestamp: Math.floor(Date.now() / 1000) - 6 * 60 });
+    expect(res.status).toBe(401);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(engine.prepared).toHaveLength(0);
+    expect(engine.enqueued).toHaveLength(0);
+  });
+
+  it('answers a rejected command privately in the HTTP response, enqueuing nothing', async () => {
+    const res = await signedSlashCommand(command('frobnicate <lab>'));
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({ response_type: 'ephemeral', text: 'Unknown command "frobnicate": try /etcd help' });
+    expect(engine.prepared).toHaveLength(1);
+    expect(engine.enqueued).toHaveLength(0);
+  });
+
+  it('renders a reply as the ack, in the channel when the engine says so', async () => {
+    const priv = await signedSlashCommand(command('help'));
+    expect(priv.json).toMatchObject({ response_type: 'ephemeral', ...renderReport({ title: 'etcd-medic help', notes: ['/etcd status <cluster>'] }) });
+    const pub = await signedSlashCommand(command('help public'));
+    expect(pub.json).toMatchObject({ response_type: 'in_channel' });
+    expect(engine.enqueued).toHaveLength(0);
+  });
+
+  it('tells the requester through the response_url when the queue is down', async () => {
+    engine.enqueueError = new MedicError('QUEUE_UNAVAILABLE', 'Redis at 127.0.0.1:6399 is unreachable', true);
+    const req = command('status lab');
+    const res = await signedSlashCommand(req);
+    expect(res.status).toBe(200);
+    expect(res.json).toMatchObject({ response_type: 'ephemeral' });
+    const id = req.fields.response_url.split('/').pop();
+    const follow = await fake.waitFor((f) => f.responses.find((r) => r.id === id));
+    expect(follow.status).toBe(200);
+    expect(follow.response_type).toBe('ephemeral');
+    expect(follow.text).toContain('Could not queue status of lab');
+    expect(follow.text).toContain('Redis at 127.0.0.1:6399 is unreachable');
+    expect(follow.text).toMatch(/Nothing was run.*Try again/);
+  });
+
+  it('falls back to chat.postEphemeral when the response_url is used up', async () => {
+    engine.enqueueError = new MedicError('QUEUE_UNAVAILABLE', 'Redis down', true);
+    const req = command('status lab');
+    const id = req.fields.response_url.split('/').pop()!;
+    for (let i = 0; i < 5; i++) {
+      await fetch(req.fields.response_url, { method: 'POST', body: JSON.stringify({ text: `use ${i}` }) }).then((r) => r.text());
+    }
+    await signedSlashCommand(req);
+    const eph = await fake.waitFor((f) => f.ephemerals('C0INCIDENT').find((m) => m.text?.includes('Redis down')));
+    expect(eph.user).toBe('U0ALICE');
+    expect(fake.responses.filter((r) => r.id === id).at(-1)?.status).toBe(404);
+  });
+
+  it('answers privately when the engine throws, and keeps serving', async () => {
+    const res = await signedSlashCommand(command('explode'));
+    expect(res.status).toBe(200);
+    expect(res.json?.response_type).toBe('ephemeral');
+    expect(String(res.json?.text)).toContain('engine bug: boom');
+    expect(engine.enqueued).toHaveLength(0);
+
+    const next = await signedSlashCommand(command('status lab'));
+    expect(next.status).toBe(200);
+    await until(() => engine.enqueued.length === 1);
+  });
+
+  describe('notifier', () => {
+    const report: Report = {
+      title: 'etcd status — lab',
+      verdict: { level: 'ok', text: 'healthy: 3/3 members' },
+      tables: [{ columns: ['name', 'status'], rows: [['node1', 'up'], ['node2', 'up'], ['node3', 'up']] }],
+      context: ['job job-7'],
+    };
+
+    it('posts a finished job report to the origin channel', async () => {
+      await slack.notifier.deliver({ adapter: 'slack', channel: 'C0REPORT', user: 'U0ALICE' }, report, { jobId: 'job-7' });
+      const [message] = fake.messages('C0REPORT');
+      const rendered = renderReport(report);
+      expect(message).toMatchObject({ ephemeral: false, text: rendered.text, blocks: rendered.blocks });
+      expect(message.text).toContain('node3');
+    });
+
+    it('ignores origins of other adapters', async () => {
+      const before = fake.calls.length;
+      await slack.notifier.deliver({ adapter: 'console', channel: 'console', user: 'console:bob' }, report, { jobId: 'job-8' });
+      expect(fake.calls.length).toBe(before);
+    });
+
+    it('uses the response_url when the bot is not in the channel', async () => {
+      fake.failNext('chat.postMessage', { error: 'not_in_channel' });
+      const responseUrl = fake.responseUrl('private-channel');
+      await slack.notifier.deliver({ adapter: 'slack', channel: 'G0PRIVATE', user: 'U0ALICE', responseUrl }, report, { jobId: 'job-9' });
+      const r = fake.responses.find((x) => x.id === 'private-channel');
+      expect(r).toMatchObject({ status: 200, response_type: 'in_channel', text: renderReport(report).text });
+    });
+
+    it('throws a clear, non-retryable error when Slack refuses the message', async () => {
+      fake.failNext('chat.postMessage', { error: 'channel_not_found' });
+      await expect(slack.notifier.deliver({ adapter: 'slack', channel: 'C0GONE', user: 'U0ALICE' }, report, { jobId: 'job-10' }))
+        .rejects.toMatchObject({ name: 'MedicError', code: 'INTERNAL', retryable: false, message: expect.stringMatching(/job-10.*C0GONE.*channel_not_found.*Invite the bot/) });
+    });
+  });
+
+  it('builds a Socket Mode app without a signing secret or a port to serve', async () => {
+    const socket = createSlackApp({
+      engine, signingSecret: '', botToken: fake.token, slackApiUrl: fake.url, port: 0,
+      socketMode: { appToken: 'xapp-1-test' }, webClientRetries: 0, logger,
+    });
+    expect(socket.address()).toBeUndefined();
+    await socket.stop(); // not started: nothing to do
+  });
+
+  it('fails start() with a clear error when Slack rejects the bot token', async () => {
+    const bad = createSlackApp({
+      engine, signingSecret: SIGNING_SECRET, botToken: 'xoxb-revoked', slackApiUrl: fake.url, port: 0, host: '127.0.0.1',
+      webClientRetries: 0, logger,
+    });
+    await expect(bad.start()).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('invalid_auth') });
+    expect(bad.address()).toBeUndefined();
+    await bad.stop();
+  });
+});
