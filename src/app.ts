@@ -1,4 +1,3 @@
-import type { Worker } from 'bullmq';
 import { commands as allCommands } from '../commands';
 import type { ClusterConfig, MedicConfig } from './config/schema';
 import type { CommandDef } from './engine/command';
@@ -8,7 +7,7 @@ import type { Notifier } from './engine/types';
 import { probeCluster } from './exec/probe';
 import { createSshPool } from './exec/ssh';
 import { createJobQueue, JobQueue } from './queue/queue';
-import { createJobWorker } from './queue/worker';
+import { createJobWorker, JobWorker } from './queue/worker';
 import { createSlackApp } from './adapters/slack/app';
 import type { Logger } from './log';
 import { LogLevel, type Logger as BoltLogger } from '@slack/bolt';
@@ -35,7 +34,7 @@ export interface MedicOptions {
 export interface Medic {
   engine: Engine;
   queue: JobQueue;
-  worker?: Worker;
+  worker?: JobWorker;
   /** The Slack HTTP endpoint (…/slack/events), when serving Slack over HTTP. */
   slackUrl?: string;
   stop(): Promise<void>;
@@ -99,7 +98,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     opts.log.info({ url: slackUrl, socketMode: !!opts.slack.socketMode }, 'slack adapter started');
   }
 
-  let worker: Worker | undefined;
+  let worker: JobWorker | undefined;
   if (opts.worker) {
     if (!opts.sshKey) throw new Error('a worker needs the SSH key');
     const runner = createJobRunner({ config: opts.config, commands, probe: createProbe(opts.sshKey) });

@@ -17,6 +17,7 @@ async function main(): Promise<void> {
   const medic = await startMedic({
     config,
     redisUrl: settings.redisUrl,
+    queueName: settings.queueName,
     worker: role !== 'web',
     sshKey: settings.sshKey,
     slack: (role === 'all' || role === 'web') && settings.slack

@@ -9,6 +9,7 @@ export interface Settings {
   configPath: string;
   role: Role;
   redisUrl: string;
+  queueName: string;
   port: number;
   host: string;
   slack?: { botToken: string; signingSecret: string; apiUrl?: string; appToken?: string; socketMode: boolean };
@@ -51,6 +52,9 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   if ((role === 'all' || role === 'web') && !slack) {
     throw new MedicError('CONFIG_INVALID', `MEDIC_ROLE=${role} serves Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, or use MEDIC_ROLE=console`);
   }
+  if (env.MEDIC_QUEUE && !/^[A-Za-z0-9_-]{1,64}$/.test(env.MEDIC_QUEUE)) {
+    throw new MedicError('CONFIG_INVALID', `MEDIC_QUEUE=${env.MEDIC_QUEUE}: letters, digits, "_" and "-" only (BullMQ forbids ":")`);
+  }
   const port = Number(env.PORT ?? 3000);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new MedicError('CONFIG_INVALID', `PORT=${env.PORT}: not a port number`);
 
@@ -72,6 +76,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     configPath: env.MEDIC_CONFIG || '/etc/etcd-medic/clusters.yaml',
     role,
     redisUrl: env.REDIS_URL || 'redis://127.0.0.1:6379',
+    queueName: env.MEDIC_QUEUE || 'etcd-medic',
     port,
     host: env.HOST || '0.0.0.0',
     slack,

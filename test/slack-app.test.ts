@@ -125,7 +125,7 @@ describe('Slack adapter', () => {
     const req = command('status lab');
     const res = await signedSlashCommand(req);
     expect(res.status).toBe(200);
-    expect(res.json).toEqual({ response_type: 'ephemeral', text: '⏳ status of lab queued' });
+    expect(res.json).toEqual({ response_type: 'ephemeral', text: '⏳ status of lab: on it…' });
     await until(() => engine.enqueued.length === 1);
     await new Promise((r) => setTimeout(r, 50)); // and no second one
     expect(engine.enqueued).toHaveLength(1);

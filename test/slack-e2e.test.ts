@@ -124,8 +124,9 @@ describe('Redis down', () => {
     expect((await h.slash('clusters')).json).toMatchObject({ response_type: 'ephemeral' });
 
     redis = await startRedis(port);
-    // The queue and worker reconnect by themselves: within a while a request goes through.
-    const deadline = Date.now() + 30000;
+    // The queue and worker reconnect by themselves (ioredis backs off up to a few
+    // seconds, BullMQ's worker up to 20 s): within a minute a request goes through.
+    const deadline = Date.now() + 60000;
     while (h.fake.messages().length === 0 && Date.now() < deadline) {
       await h.slash('status lab');
       await new Promise((r) => setTimeout(r, 2000));

@@ -52,6 +52,7 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
   const queue = new Queue(name, { connection });
   queue.on('error', (e) => { lastError = describeError(e); });
   let events: QueueEvents | undefined;
+  let eventsConnection: Redis | undefined;
 
   const unavailable = (why: string) => new MedicError(
     'QUEUE_UNAVAILABLE',
@@ -94,7 +95,10 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
       }
     },
     async waitForReport(jobId: string, timeoutMs: number): Promise<Report> {
-      events ??= new QueueEvents(name, { connection: workerConnection(opts.redisUrl) });
+      if (!events) {
+        eventsConnection = workerConnection(opts.redisUrl);
+        events = new QueueEvents(name, { connection: eventsConnection });
+      }
       await events.waitUntilReady();
       const job = await Job.fromId(queue, jobId);
       if (!job) throw new MedicError('INTERNAL', `job ${jobId} is gone from the queue`);
@@ -102,6 +106,7 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
     },
     async close(): Promise<void> {
       await events?.close();
+      eventsConnection?.disconnect();
       await queue.close();
       connection.disconnect();
     },

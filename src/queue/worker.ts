@@ -22,8 +22,16 @@ export interface JobWorkerOptions {
   log?: (msg: string, extra?: Record<string, unknown>) => void;
 }
 
-export function createJobWorker(opts: JobWorkerOptions): Worker<JobRequest, Report> {
+export interface JobWorker {
+  worker: Worker<JobRequest, Report>;
+  /** Waits for running jobs, then closes the worker and its Redis connection. */
+  close(): Promise<void>;
+}
+
+export function createJobWorker(opts: JobWorkerOptions): JobWorker {
   const lockDuration = opts.lockDurationMs ?? 30000;
+  // BullMQ leaves a connection it was handed open on close(): we own it, we close it.
+  const connection = workerConnection(opts.redisUrl);
   const worker = new Worker<JobRequest, Report>(
     opts.name ?? DEFAULT_QUEUE,
     async (job) => {
@@ -34,7 +42,7 @@ export function createJobWorker(opts: JobWorkerOptions): Worker<JobRequest, Repo
       return report;
     },
     {
-      connection: workerConnection(opts.redisUrl),
+      connection,
       concurrency: opts.concurrency ?? 4,
       lockDuration,
       stalledInterval: lockDuration,
@@ -42,5 +50,11 @@ export function createJobWorker(opts: JobWorkerOptions): Worker<JobRequest, Repo
   );
   worker.on('failed', (job, err) => opts.log?.('job failed', { jobId: job?.id, error: err.message }));
   worker.on('error', (err) => opts.log?.('worker error', { error: err.message }));
-  return worker;
+  return {
+    worker,
+    async close() {
+      await worker.close();
+      connection.disconnect();
+    },
+  };
 }

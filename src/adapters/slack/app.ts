@@ -160,7 +160,7 @@ export function createCommandListener(engine: EngineApi) {
           return;
         }
         case 'job': {
-          await ackOnce(ephemeral(`⏳ ${prepared.summary} queued`));
+          await ackOnce(ephemeral(`⏳ ${prepared.summary}: on it…`));
           try {
             const jobId = await engine.enqueue(prepared.job);
             logger.info(`queued job ${jobId} (${prepared.summary}) for ${origin.user} in ${origin.channel}`);
@@ -195,8 +195,8 @@ export function createCommandListener(engine: EngineApi) {
 function enqueueFailedMessage(summary: string, e: unknown): string {
   const reason = describeError(e);
   if (isMedicError(e) && e.code === 'QUEUE_UNAVAILABLE') {
-    return `:x: Could not queue ${summary}: the job queue is unavailable (${reason}). Nothing was run. `
-      + 'Try again in a minute; if it keeps failing, check that Redis is up and reachable from etcd-medic.';
+    // The engine's message already says what is down, that nothing ran, and what to do.
+    return `:x: Could not queue ${summary}: ${reason}`;
   }
   const code = isMedicError(e) ? ` [${e.code}]` : '';
   return `:x: Could not queue ${summary}: ${reason}${code}. Nothing was run. `
