@@ -8,9 +8,8 @@ import { probeCluster } from './exec/probe';
 import { createSshPool } from './exec/ssh';
 import { createJobQueue, JobQueue } from './queue/queue';
 import { createJobWorker, JobWorker } from './queue/worker';
-import { createSlackApp } from './adapters/slack/app';
+import { createSlackApp, createSlackWebNotifier } from './adapters/slack/app';
 import type { Logger } from './log';
-import { LogLevel, type Logger as BoltLogger } from '@slack/bolt';
 
 export interface MedicOptions {
   config: MedicConfig;
@@ -20,8 +19,12 @@ export interface MedicOptions {
   /** Run a worker in this process (needs sshKey). */
   worker: boolean;
   sshKey?: Buffer;
-  /** Serve Slack over HTTP (or Socket Mode) in this process. */
+  /**
+   * Slack: `serve` answers slash commands over HTTP (or Socket Mode) in this process;
+   * without it, the process only posts its workers' results with the bot token.
+   */
   slack?: {
+    serve: boolean;
     botToken: string; signingSecret: string; apiUrl?: string; port: number; host?: string;
     appToken?: string; socketMode?: boolean; webClientRetries?: number;
   };
@@ -38,20 +41,6 @@ export interface Medic {
   /** The Slack HTTP endpoint (…/slack/events), when serving Slack over HTTP. */
   slackUrl?: string;
   stop(): Promise<void>;
-}
-
-/** Bolt's Logger interface on top of pino. */
-function boltLogger(log: Logger): BoltLogger {
-  const child = log.child({ component: 'bolt' });
-  return {
-    debug: (...m: unknown[]) => child.debug(m.map(String).join(' ')),
-    info: (...m: unknown[]) => child.info(m.map(String).join(' ')),
-    warn: (...m: unknown[]) => child.warn(m.map(String).join(' ')),
-    error: (...m: unknown[]) => child.error(m.map(String).join(' ')),
-    setLevel: () => undefined,
-    getLevel: () => LogLevel.INFO,
-    setName: () => undefined,
-  };
 }
 
 /** One SSH pool per probe: connections are reused within the job and closed at its end. */
@@ -79,7 +68,11 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const stops: Array<() => Promise<void>> = [];
   let slackUrl: string | undefined;
 
-  if (opts.slack) {
+  if (opts.slack && !opts.slack.serve) {
+    notifiers.slack = createSlackWebNotifier({
+      botToken: opts.slack.botToken, slackApiUrl: opts.slack.apiUrl, webClientRetries: opts.slack.webClientRetries, logger: opts.log,
+    });
+  } else if (opts.slack) {
     const slack = createSlackApp({
       engine,
       signingSecret: opts.slack.signingSecret,
@@ -89,7 +82,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
       host: opts.slack.host,
       socketMode: opts.slack.socketMode && opts.slack.appToken ? { appToken: opts.slack.appToken } : undefined,
       webClientRetries: opts.slack.webClientRetries,
-      logger: boltLogger(opts.log),
+      logger: opts.log,
     });
     notifiers.slack = slack.notifier;
     await slack.start();

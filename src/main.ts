@@ -20,8 +20,9 @@ async function main(): Promise<void> {
     queueName: settings.queueName,
     worker: role !== 'web',
     sshKey: settings.sshKey,
-    slack: (role === 'all' || role === 'web') && settings.slack
-      ? { ...settings.slack, port: settings.port, host: settings.host }
+    // Workers post their results to Slack themselves; only web roles serve requests.
+    slack: settings.slack && role !== 'console'
+      ? { ...settings.slack, serve: role === 'all' || role === 'web', port: settings.port, host: settings.host }
       : undefined,
     log,
   });

@@ -37,20 +37,22 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const signingSecret = secret(env, 'SLACK_SIGNING_SECRET');
   const appToken = secret(env, 'SLACK_APP_TOKEN');
   const socketMode = env.SLACK_SOCKET_MODE === '1' || env.SLACK_SOCKET_MODE === 'true';
-  const slack = botToken && (signingSecret || (socketMode && appToken))
+  if (socketMode && !appToken) throw new MedicError('CONFIG_INVALID', 'SLACK_SOCKET_MODE=1 needs SLACK_APP_TOKEN (xapp-…)');
+  if ((signingSecret || appToken) && !botToken) {
+    throw new MedicError('CONFIG_INVALID', 'Slack needs SLACK_BOT_TOKEN (xoxb-…) too; set it, or unset the Slack variables to use the console');
+  }
+  const slack = botToken
     ? { botToken, signingSecret: signingSecret ?? '', apiUrl: env.SLACK_API_URL || undefined, appToken, socketMode }
     : undefined;
-  if ((botToken || signingSecret) && !slack) {
-    throw new MedicError('CONFIG_INVALID', 'Slack needs both SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN with SLACK_SOCKET_MODE=1); set both, or neither for the console');
-  }
-  if (socketMode && !appToken) throw new MedicError('CONFIG_INVALID', 'SLACK_SOCKET_MODE=1 needs SLACK_APP_TOKEN (xapp-…)');
+  /** Can this process serve Slack requests (HTTP needs the signing secret, Socket Mode the app token)? */
+  const canServe = !!slack && (socketMode ? !!appToken : !!signingSecret);
 
-  const role = (env.MEDIC_ROLE || (slack ? 'all' : 'console')) as Role;
+  const role = (env.MEDIC_ROLE || (canServe ? 'all' : 'console')) as Role;
   if (!['all', 'web', 'worker', 'console'].includes(role)) {
     throw new MedicError('CONFIG_INVALID', `MEDIC_ROLE=${role}: must be all, web, worker or console`);
   }
-  if ((role === 'all' || role === 'web') && !slack) {
-    throw new MedicError('CONFIG_INVALID', `MEDIC_ROLE=${role} serves Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, or use MEDIC_ROLE=console`);
+  if ((role === 'all' || role === 'web') && !canServe) {
+    throw new MedicError('CONFIG_INVALID', `MEDIC_ROLE=${role} serves Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN with SLACK_SOCKET_MODE=1), or use MEDIC_ROLE=console`);
   }
   if (env.MEDIC_QUEUE && !/^[A-Za-z0-9_-]{1,64}$/.test(env.MEDIC_QUEUE)) {
     throw new MedicError('CONFIG_INVALID', `MEDIC_QUEUE=${env.MEDIC_QUEUE}: letters, digits, "_" and "-" only (BullMQ forbids ":")`);

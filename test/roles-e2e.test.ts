@@ -82,7 +82,9 @@ describe('MEDIC_ROLE=web and MEDIC_ROLE=worker as two processes', () => {
     expect(res.status).toBe(200);
     expect(fake.messages()).toHaveLength(0);
 
-    const worker = start('worker', { ...common, MEDIC_SSH_KEY_FILE: join(LAB_DIR, 'bot_id_ed25519') });
+    // A worker needs only the bot token to post (no signing secret: it serves nothing).
+    const { SLACK_SIGNING_SECRET: _unused, ...workerEnv } = common;
+    const worker = start('worker', { ...workerEnv, MEDIC_SSH_KEY_FILE: join(LAB_DIR, 'bot_id_ed25519') });
     procs.push(worker.child);
     const msg = await fake.waitFor((f) => f.messages(LAB_CHANNEL)[0], 60000);
     expect(blocksText(msg.blocks ?? [])).toContain('healthy: 3/3 voting members healthy');

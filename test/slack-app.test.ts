@@ -169,7 +169,8 @@ describe('Slack adapter', () => {
   });
 
   it('tells the requester through the response_url when the queue is down', async () => {
-    engine.enqueueError = new MedicError('QUEUE_UNAVAILABLE', 'Redis at 127.0.0.1:6399 is unreachable', true);
+    // The engine's QUEUE_UNAVAILABLE message says what is down and what to do; the adapter relays it.
+    engine.enqueueError = new MedicError('QUEUE_UNAVAILABLE', 'Redis at 127.0.0.1:6399 is unreachable. Nothing was queued and nothing ran. Check Redis, then try again', true);
     const req = command('status lab');
     const res = await signedSlashCommand(req);
     expect(res.status).toBe(200);
@@ -180,7 +181,7 @@ describe('Slack adapter', () => {
     expect(follow.response_type).toBe('ephemeral');
     expect(follow.text).toContain('Could not queue status of lab');
     expect(follow.text).toContain('Redis at 127.0.0.1:6399 is unreachable');
-    expect(follow.text).toMatch(/Nothing was run.*Try again/);
+    expect(follow.text).toMatch(/Nothing was queued and nothing ran\. Check Redis, then try again/);
   });
 
   it('falls back to chat.postEphemeral when the response_url is used up', async () => {

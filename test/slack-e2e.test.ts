@@ -127,9 +127,18 @@ describe('Redis down', () => {
     // The queue and worker reconnect by themselves (ioredis backs off up to a few
     // seconds, BullMQ's worker up to 20 s): within a minute a request goes through.
     const deadline = Date.now() + 60000;
+    const tries: string[] = [];
     while (h.fake.messages().length === 0 && Date.now() < deadline) {
-      await h.slash('status lab');
-      await new Promise((r) => setTimeout(r, 2000));
+      const t0 = Date.now();
+      const rurl = h.fake.responseUrl();
+      const r = await h.slash('status lab', { responseUrl: rurl });
+      await new Promise((res2) => setTimeout(res2, 2000));
+      const said = h.fake.responses.find((x) => rurl.endsWith(`/${x.id}`));
+      tries.push(`+${t0 - deadline + 60000}ms ${r.status} in ${Date.now() - t0}ms: ${said?.text?.slice(0, 300) ?? '(no follow-up: queued)'}`);
+    }
+    if (h.fake.messages().length === 0) {
+      const w = h.medic.worker?.worker;
+      throw new Error(`no status message after Redis came back.\n${tries.join('\n')}\nworker running=${w?.isRunning()} paused=${w?.isPaused()}\n${h.fake.describe()}`);
     }
     const msg = await h.nextMessage(/etcd status — lab/, 60000);
     expect(msg.blocks).toContain('healthy');

@@ -27,7 +27,8 @@ export interface JobQueueOptions {
 }
 
 export interface JobQueue extends JobSink {
-  queue: Queue;
+  /** The BullMQ queue in use now (replaced after a connection that would not recover). */
+  readonly queue: Queue;
   /** Wait for a job's report (console adapter). Rejects after timeoutMs. */
   waitForReport(jobId: string, timeoutMs: number): Promise<Report>;
   close(): Promise<void>;
@@ -40,17 +41,26 @@ export interface JobQueue extends JobSink {
 export function createJobQueue(opts: JobQueueOptions): JobQueue {
   const name = opts.name ?? DEFAULT_QUEUE;
   const addTimeoutMs = opts.addTimeoutMs ?? 2000;
-  const connection = new IORedis(opts.redisUrl, {
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    connectTimeout: addTimeoutMs,
-    // Keep trying in the background so the bot recovers by itself when Redis returns.
-    retryStrategy: (times) => Math.min(200 * times, 2000),
-  });
   let lastError = 'not connected yet';
-  connection.on('error', (e) => { lastError = describeError(e); });
-  const queue = new Queue(name, { connection });
-  queue.on('error', (e) => { lastError = describeError(e); });
+
+  /** A producer connection and its queue. Replaced whole when it stops recovering by itself. */
+  const open = () => {
+    const connection = new IORedis(opts.redisUrl, {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      connectTimeout: addTimeoutMs,
+      // Keep trying in the background so the bot recovers by itself when Redis returns.
+      retryStrategy: (times) => Math.min(200 * times, 2000),
+    });
+    connection.on('error', (e) => { lastError = describeError(e); });
+    const queue = new Queue(name, { connection });
+    queue.on('error', (e) => { lastError = describeError(e); });
+    return { connection, queue };
+  };
+  const discard = (p: ReturnType<typeof open>) => {
+    void p.queue.close().catch(() => undefined).finally(() => p.connection.disconnect());
+  };
+  let producer = open();
   let events: QueueEvents | undefined;
   let eventsConnection: Redis | undefined;
 
@@ -62,9 +72,19 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
   );
 
   async function ready(): Promise<void> {
+    const { connection } = producer;
     if (connection.status === 'ready') return;
     await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => { cleanup(); reject(unavailable(lastError)); }, addTimeoutMs);
+      const t = setTimeout(() => {
+        cleanup();
+        // ioredis sometimes stays down after Redis comes back (seen with BullMQ's
+        // commands in flight when it died): start the next request on a fresh connection.
+        if (producer.connection === connection) {
+          discard(producer);
+          producer = open();
+        }
+        reject(unavailable(lastError));
+      }, addTimeoutMs);
       const onReady = () => { cleanup(); resolve(); };
       const cleanup = () => { clearTimeout(t); connection.off('ready', onReady); };
       connection.on('ready', onReady);
@@ -72,13 +92,13 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
   }
 
   return {
-    queue,
+    get queue() { return producer.queue; },
     async add(job: JobRequest): Promise<string> {
       await ready();
       let timer: NodeJS.Timeout | undefined;
       try {
         const added = await Promise.race([
-          queue.add(job.command, job, {
+          producer.queue.add(job.command, job, {
             attempts: 1,
             removeOnComplete: { age: 7 * 24 * 3600, count: 1000 },
             removeOnFail: { age: 30 * 24 * 3600 },
@@ -100,15 +120,15 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
         events = new QueueEvents(name, { connection: eventsConnection });
       }
       await events.waitUntilReady();
-      const job = await Job.fromId(queue, jobId);
+      const job = await Job.fromId(producer.queue, jobId);
       if (!job) throw new MedicError('INTERNAL', `job ${jobId} is gone from the queue`);
       return (await job.waitUntilFinished(events, timeoutMs)) as Report;
     },
     async close(): Promise<void> {
       await events?.close();
       eventsConnection?.disconnect();
-      await queue.close();
-      connection.disconnect();
+      await producer.queue.close();
+      producer.connection.disconnect();
     },
   };
 }

@@ -44,7 +44,7 @@ export async function startHarness(opts: { mutateConfig?: (c: MedicConfig) => vo
     queueName,
     worker: true,
     sshKey: readFileSync(join(LAB_DIR, 'bot_id_ed25519')),
-    slack: { botToken: fake.token, signingSecret: SIGNING_SECRET, apiUrl: fake.url, port: 0, host: '127.0.0.1', webClientRetries: 0 },
+    slack: { serve: true, botToken: fake.token, signingSecret: SIGNING_SECRET, apiUrl: fake.url, port: 0, host: '127.0.0.1', webClientRetries: 0 },
     log: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
   });
   const url = medic.slackUrl!;

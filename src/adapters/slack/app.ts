@@ -6,7 +6,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { App, LogLevel, type AllMiddlewareArgs, type Logger, type RespondArguments, type SlackCommandMiddlewareArgs } from '@slack/bolt';
-import { retryPolicies, type RetryOptions, type WebClient } from '@slack/web-api';
+import { retryPolicies, WebClient, type RetryOptions } from '@slack/web-api';
 import { describeError, isMedicError, MedicError } from '../../engine/errors';
 import type { Report } from '../../engine/report';
 import type { EngineApi, Invocation, Notifier, Origin, Prepared } from '../../engine/types';
@@ -59,12 +59,28 @@ export interface SlackApp {
   address(): { host: string; port: number; url: string } | undefined;
 }
 
-export function createSlackApp(opts: SlackAppOptions): SlackApp {
-  const clientOptions = {
+function webClientOptions(opts: Pick<SlackAppOptions, 'slackApiUrl' | 'webClientRetries' | 'webClientTimeoutMs'>) {
+  return {
     slackApiUrl: opts.slackApiUrl,
     retryConfig: retryConfig(opts.webClientRetries),
     timeout: opts.webClientTimeoutMs ?? 10_000,
   };
+}
+
+/**
+ * A worker's way to post results when it serves no Slack endpoint itself
+ * (MEDIC_ROLE=worker): only the bot token and the Web API.
+ */
+export function createSlackWebNotifier(
+  opts: Pick<SlackAppOptions, 'botToken' | 'slackApiUrl' | 'webClientRetries' | 'webClientTimeoutMs' | 'logger'>,
+): Notifier {
+  const logger = opts.logger ? toBoltLogger(opts.logger) : undefined;
+  const client = new WebClient(opts.botToken, { ...webClientOptions(opts), logger });
+  return createSlackNotifier(client, logger ?? toBoltLogger(console));
+}
+
+export function createSlackApp(opts: SlackAppOptions): SlackApp {
+  const clientOptions = webClientOptions(opts);
   const common = {
     token: opts.botToken,
     logger: opts.logger ? toBoltLogger(opts.logger) : undefined,
