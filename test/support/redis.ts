@@ -24,6 +24,8 @@ function ping(port: number): Promise<boolean> {
 
 /** A real redis-server (Debian's) on loopback, no persistence, as BullMQ wants it (noeviction). */
 export async function startRedis(port: number): Promise<RedisServer> {
+  // A Redis already on the port would answer for ours and outlive the run: refuse.
+  if (await ping(port)) throw new Error(`something already answers on 127.0.0.1:${port} (a leftover redis-server?): stop it first`);
   const dir = mkdtempSync(join(tmpdir(), 'medic-redis-'));
   const child: ChildProcess = spawn('redis-server', [
     '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
@@ -31,7 +33,7 @@ export async function startRedis(port: number): Promise<RedisServer> {
   ], { stdio: 'ignore', detached: true });
   child.unref();
   const deadline = Date.now() + 10000;
-  while (!(await ping(port))) {
+  while (!(await ping(port)) || child.exitCode !== null) {
     if (Date.now() > deadline || child.exitCode !== null) {
       child.kill('SIGKILL');
       throw new Error(`redis-server on port ${port} did not start (is the port taken, or redis-server missing?)`);
