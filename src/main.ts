@@ -9,9 +9,25 @@ import { createLogger } from './log';
  * Process roles: all (Slack web + worker), web, worker, console (console + embedded
  * worker; the default when no Slack credentials are set).
  */
+/**
+ * grpc-js (under etcd3) sets the TLS server name to the member's IP address when a member
+ * is dialled by IP through a tunnel; Node warns about that once (DEP0123). It is expected
+ * here, and the warning would land in the middle of the console's output.
+ */
+function quietExpectedWarnings(): void {
+  const listeners = process.listeners('warning');
+  process.removeAllListeners('warning');
+  process.on('warning', (w: Error & { code?: string }) => {
+    if (w.code === 'DEP0123') return;
+    for (const l of listeners) l(w);
+  });
+}
+
 async function main(): Promise<void> {
+  quietExpectedWarnings();
   const settings = readSettings();
-  const log = createLogger(settings.logLevel);
+  // The console shares the terminal with the logs: only warnings and errors there by default.
+  const log = createLogger(process.env.LOG_LEVEL ? settings.logLevel : settings.role === 'console' ? 'warn' : settings.logLevel);
   const config = loadConfig(settings.configPath);
   const role = settings.role;
   const medic = await startMedic({

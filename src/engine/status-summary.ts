@@ -97,6 +97,10 @@ export function summarize(cluster: ClusterConfig, snap: ClusterSnapshot): Status
     }
   }
 
+  // Config order, so the table reads the same every time; members unknown to the config last.
+  const rank = (m: MemberView) => { const i = cluster.nodes.findIndex((n) => n.name === m.node); return i < 0 ? cluster.nodes.length : i; };
+  members.sort((a, b) => rank(a) - rank(b));
+
   const voters = members.filter((m) => !m.isLearner);
   const healthyVoters = voters.filter((m) => m.healthy).length;
   const quorum = Math.floor(voters.length / 2) + 1;
