@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 /**
  * Helpers for tests that use the lab (lab/lab.sh): a real 3-node etcd 3.4 cluster shaped like
  * kubeadm's stacked etcd, each node a mount namespace with its own sshd, on 127.10.0.11-13.
@@ -5,7 +6,9 @@
 import { spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
 
-export const REPO_ROOT = resolve(__dirname, '..', '..');
+/** The checkout: two levels up from test/support, three from dist/test/support (the bench). */
+export const REPO_ROOT = [resolve(__dirname, '..', '..'), resolve(__dirname, '..', '..', '..')]
+  .find((d) => existsSync(join(d, 'lab', 'lab.sh'))) ?? resolve(__dirname, '..', '..');
 export const LAB_SH = join(REPO_ROOT, 'lab', 'lab.sh');
 export const LAB_DIR = (process.env.LAB_DIR || '/var/lib/etcd-medic-lab').replace(/\/+$/, '');
 export const LAB_SSH_PORT = Number(process.env.LAB_SSH_PORT || 2222);
@@ -56,6 +59,8 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number; inp
       if (timedOut) reject(new Error(`${cmd} ${args.join(' ')}: timed out after ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
       else resolveRun({ code, signal, stdout, stderr });
     });
+    // A child that exits without reading its input must not crash us with EPIPE.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }
