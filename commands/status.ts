@@ -18,16 +18,20 @@ const VERDICT_TEXT: Record<StatusSummary['verdict'], string> = {
   healthy: 'healthy',
   degraded: 'degraded',
   'quorum-lost': 'quorum lost',
+  unknown: 'unknown',
 };
 
 export function statusReport(snap: ClusterSnapshot, s: StatusSummary, jobId?: string): Report {
   const level = s.verdict === 'healthy' ? 'ok' : s.verdict === 'degraded' ? 'warn' : 'critical';
   const tolerable = `${s.tolerable} failure${s.tolerable === 1 ? '' : 's'} tolerable`;
+  const quorum = s.verdict === 'unknown' ? 'unknown' : s.verdict === 'quorum-lost' ? 'lost' : 'holds';
   return {
     title: `etcd status — ${snap.cluster}`,
     verdict: {
       level,
-      text: `${VERDICT_TEXT[s.verdict]}: ${s.healthyVoters}/${s.voters} voting members healthy, quorum ${s.healthyVoters >= s.quorum ? 'holds' : 'lost'} (needs ${s.quorum}), ${tolerable}`,
+      text: s.verdict === 'unknown'
+        ? `unknown: no member could be reached (${s.voters} voting members expected)`
+        : `${VERDICT_TEXT[s.verdict]}: ${s.healthyVoters}/${s.voters} voting members healthy, quorum ${quorum} (needs ${s.quorum}), ${tolerable}`,
     },
     fields: [
       { label: 'Voting members', value: String(s.voters) },

@@ -33,7 +33,9 @@ async function main(): Promise<void> {
   const medic = await startMedic({
     config,
     redisUrl: settings.redisUrl,
-    queueName: settings.queueName,
+    // The console's embedded worker has no way to post to Slack: keep it off the queue that
+    // Slack requests travel on, even when it shares production's Redis.
+    queueName: role === 'console' ? `${settings.queueName}-console` : settings.queueName,
     worker: role !== 'web',
     sshKey: settings.sshKey,
     // Workers post their results to Slack themselves; only web roles serve requests.

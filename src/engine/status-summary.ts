@@ -1,7 +1,7 @@
 import type { ClusterConfig } from '../config/schema';
 import type { ClusterSnapshot, MemberInfo, NodeProbe } from '../exec/types';
 
-export type Verdict = 'healthy' | 'degraded' | 'quorum-lost';
+export type Verdict = 'healthy' | 'degraded' | 'quorum-lost' | 'unknown';
 
 export interface MemberView {
   /** Config node name, or the member's own name when no configured node matches. */
@@ -66,11 +66,23 @@ export function summarize(cluster: ClusterConfig, snap: ClusterSnapshot): Status
   const members: MemberView[] = [];
   const seenNodes = new Set<string>();
 
-  const nodeFor = (m: MemberInfo) => cluster.nodes.find((n) => n.name === m.name)
-    ?? cluster.nodes.find((n) => m.peerUrls.some((u) => hostOf(u) === hostOf(n.peerUrl)));
+  // Which configured node is this member? The member id a node's etcd answered with is
+  // proof; name and peer URL are only hints. One node never stands for two members (an old
+  // member left behind under a reused name must not borrow the new one's health).
+  const claimed = new Set<string>();
+  const nodeFor = (m: MemberInfo) => {
+    const free = cluster.nodes.filter((n) => !claimed.has(n.name));
+    const node = free.find((n) => byNode.get(n.name)?.status?.memberId === m.id)
+      ?? free.find((n) => n.name === m.name && !byNode.get(n.name)?.status)
+      ?? free.find((n) => !byNode.get(n.name)?.status && m.peerUrls.some((u) => hostOf(u) === hostOf(n.peerUrl)));
+    if (node) claimed.add(node.name);
+    return node;
+  };
+  // Answer by id first, so a node whose etcd answered claims its own member before hints do.
+  const ordered = list ? [...list].sort((x, y) => Number(!probes.some((p) => p.status?.memberId === y.id)) - Number(!probes.some((p) => p.status?.memberId === x.id))) : [];
 
   if (list) {
-    for (const m of list) {
+    for (const m of ordered) {
       const node = nodeFor(m);
       const probe = node ? byNode.get(node.name) : undefined;
       if (node) seenNodes.add(node.name);
@@ -81,7 +93,8 @@ export function summarize(cluster: ClusterConfig, snap: ClusterSnapshot): Status
         probe,
         isLearner: m.isLearner,
         isLeader: m.id === leaderId,
-        healthy: !!probe?.health?.healthy,
+        // Healthy only if this very member answered the health read.
+        healthy: !!probe?.health?.healthy && (!probe.status || probe.status.memberId === m.id),
         unknownToConfig: !node,
       });
     }
@@ -91,7 +104,7 @@ export function summarize(cluster: ClusterConfig, snap: ClusterSnapshot): Status
       const probe = byNode.get(n.name);
       seenNodes.add(n.name);
       members.push({
-        name: n.name, id: probe?.status?.memberId, node: n.name, probe, isLearner: false,
+        name: n.name, id: probe?.status?.memberId, node: n.name, probe, isLearner: !!probe?.status?.isLearner,
         isLeader: !!leaderId && probe?.status?.memberId === leaderId, healthy: !!probe?.health?.healthy, unknownToConfig: false,
       });
     }
@@ -112,8 +125,14 @@ export function summarize(cluster: ClusterConfig, snap: ClusterSnapshot): Status
   const notMembers = list ? cluster.nodes.filter((n) => !seenNodes.has(n.name)).map((n) => n.name) : [];
   const leaderView = members.find((m) => m.isLeader);
 
+  // A passed health check is a linearizable read: it proves the cluster has a leader and
+  // quorum, whatever the bot could not see. So "quorum lost" needs reachable voters that
+  // all fail it; voters the bot can't reach are unverified, not down.
+  const reachableVoters = voters.filter((m) => m.probe?.reachable);
   let verdict: Verdict;
-  if (healthyVoters < quorum) verdict = 'quorum-lost';
+  if (reachableVoters.length === 0) verdict = 'unknown';
+  else if (healthyVoters === 0) verdict = 'quorum-lost';
+  else if (healthyVoters < quorum) verdict = 'degraded';
   else if (healthyVoters < voters.length || uniqueAlarms.length > 0 || notMembers.length > 0
     || members.some((m) => m.unknownToConfig || m.isLearner)) verdict = 'degraded';
   else verdict = 'healthy';
@@ -126,6 +145,9 @@ export function summarize(cluster: ClusterConfig, snap: ClusterSnapshot): Status
   };
 }
 
+/** Failures that say the bot can't get in, not that the member is down. */
+const ACCESS_ERRORS = new Set(['SSH_HOST_KEY_MISMATCH', 'SSH_AUTH_FAILED']);
+
 function advise(
   cluster: string, verdict: Verdict, members: MemberView[], alarms: StatusSummary['alarms'],
   notMembers: string[], unreachable: StatusSummary['unreachable'],
@@ -133,6 +155,12 @@ function advise(
   const next: string[] = [];
   const reasons: string[] = [];
   const unhealthy = members.filter((m) => !m.healthy && !m.isLearner);
+  if (verdict === 'unknown') {
+    reasons.push('no member could be reached: this says nothing about the cluster yet. Check the bot\'s SSH access (host keys, key, network) before acting');
+    for (const u of unreachable) reasons.push(`${u.node}: ${u.reason}`);
+    next.push(`/etcd status ${cluster}`);
+    return { next, reasons };
+  }
   if (verdict === 'quorum-lost') {
     // The survivor with the highest raft index has the most data: it should seed the new cluster.
     const survivors = members.filter((m) => m.probe?.status && m.node)
@@ -150,11 +178,13 @@ function advise(
   for (const m of unhealthy) {
     const u = unreachable.find((x) => x.node === m.node);
     reasons.push(u ? `${m.name} is unreachable: ${u.reason}` : `${m.name} is not healthy: ${m.probe?.health?.error ?? 'health check failed'}`);
+    // The bot can't vouch for a node it may not log in to: fix access first, replace nothing.
+    if (m.probe && ACCESS_ERRORS.has(m.probe.errorCode ?? '')) continue;
     if (m.node) next.push(`/etcd replace-member ${cluster} ${m.node}`);
     else if (m.id) next.push(`/etcd remove-member ${cluster} ${m.id}`);
   }
-  for (const m of members.filter((x) => x.unknownToConfig && x.healthy)) {
-    reasons.push(`member ${m.name} (${m.id}) is not in clusters.yaml`);
+  for (const m of members.filter((x) => x.unknownToConfig)) {
+    reasons.push(`member ${m.name} (${m.id}) is not in clusters.yaml: a member left behind, or a node missing from the config`);
   }
   for (const n of notMembers) {
     reasons.push(`${n} is configured but is not a member of the cluster`);

@@ -272,7 +272,7 @@ class SessionImpl implements SshSession {
         reject(timedOut());
       }), timeoutMs + (KILL_AFTER_S + 1) * 1000);
 
-      this.client.exec(wrapped, (e, ch) => {
+      const onChannel = (e: Error | undefined, ch: ClientChannel) => {
         if (e) return finish(() => reject(new MedicError('REMOTE_FAILED', `${label(this.target)}: cannot start command: ${e.message}`, true)));
         if (done) { ch.close(); return; }
         channel = ch;
@@ -291,7 +291,13 @@ class SessionImpl implements SshSession {
           resolve({ code, signal: exit?.signal ?? null, stdout: out.bytes(), stderr: err.bytes(), truncated: out.truncated || err.truncated, durationMs });
         }));
         ch.end(o.stdin ?? undefined);
-      });
+      };
+      try {
+        this.client.exec(wrapped, onChannel);
+      } catch (e) {
+        // ssh2 throws at once, instead of calling back, when the connection is already gone.
+        finish(() => reject(new MedicError('SSH_UNREACHABLE', `${label(this.target)}: connection lost: ${(e as Error).message}`, true)));
+      }
     });
   }
 
@@ -304,7 +310,7 @@ class SessionImpl implements SshSession {
       sockets.add(sock);
       sock.on('close', () => sockets.delete(sock));
       sock.on('error', () => sock.destroy());
-      this.client.forwardOut('127.0.0.1', sock.remotePort ?? 0, host, port, (e, ch) => {
+      const forwarded = (e: Error | undefined, ch: ClientChannel) => {
         if (e) {
           lastError = `${label(this.target)}: tunnel to ${host}:${port}: ${e.message}`;
           sock.destroy();
@@ -316,7 +322,15 @@ class SessionImpl implements SshSession {
         ch.on('close', end);
         sock.on('close', end);
         sock.pipe(ch).pipe(sock);
-      });
+      };
+      try {
+        this.client.forwardOut('127.0.0.1', sock.remotePort ?? 0, host, port, forwarded);
+      } catch (e) {
+        // Thrown synchronously when the SSH connection is gone: inside a server callback an
+        // uncaught throw would take the whole worker down.
+        lastError = `${label(this.target)}: tunnel to ${host}:${port}: ${(e as Error).message}`;
+        sock.destroy();
+      }
     });
     await new Promise<void>((res, rej) => {
       server.once('error', rej);

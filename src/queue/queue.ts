@@ -115,14 +115,25 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
       }
     },
     async waitForReport(jobId: string, timeoutMs: number): Promise<Report> {
-      if (!events) {
-        eventsConnection = workerConnection(opts.redisUrl);
-        events = new QueueEvents(name, { connection: eventsConnection });
+      // Every step shares one deadline: a Redis blip must not leave the prompt hanging.
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new MedicError('TIMEOUT', `job ${jobId}: no result within ${Math.round(timeoutMs / 1000)} s; it may still run (see the worker's logs)`)), timeoutMs);
+      });
+      try {
+        return await Promise.race([deadline, (async () => {
+          if (!events) {
+            eventsConnection = workerConnection(opts.redisUrl);
+            events = new QueueEvents(name, { connection: eventsConnection });
+          }
+          await events.waitUntilReady();
+          const job = await Job.fromId(producer.queue, jobId);
+          if (!job) throw new MedicError('INTERNAL', `job ${jobId} is gone from the queue`);
+          return (await job.waitUntilFinished(events, timeoutMs)) as Report;
+        })()]);
+      } finally {
+        clearTimeout(timer);
       }
-      await events.waitUntilReady();
-      const job = await Job.fromId(producer.queue, jobId);
-      if (!job) throw new MedicError('INTERNAL', `job ${jobId} is gone from the queue`);
-      return (await job.waitUntilFinished(events, timeoutMs)) as Report;
     },
     async close(): Promise<void> {
       await events?.close();

@@ -39,6 +39,10 @@ export function createJobWorker(opts: JobWorkerOptions): JobWorker {
       const report = await opts.runner.run(job.data, jobId);
       const notifier = opts.notifiers[job.data.origin.adapter];
       if (notifier) await notifier.deliver(job.data.origin, report, { jobId });
+      // Console requesters read the job's result themselves; anyone else would hear nothing.
+      else if (job.data.origin.adapter !== 'console') {
+        throw new Error(`this worker can't deliver to ${job.data.origin.adapter} (set SLACK_BOT_TOKEN on workers)`);
+      }
       return report;
     },
     {
