@@ -239,6 +239,14 @@ describe('Slack adapter', () => {
       expect(r).toMatchObject({ status: 200, response_type: 'in_channel', text: renderReport(report).text });
     });
 
+    it('posts the text fallback when Slack refuses the blocks', async () => {
+      fake.failNext('chat.postMessage', { error: 'msg_blocks_too_long' });
+      await slack.notifier.deliver({ adapter: 'slack', channel: 'C0BLOCKS', user: 'U0ALICE' }, report, { jobId: 'job-11' });
+      const [message] = fake.messages('C0BLOCKS');
+      expect(message.text).toBe(renderReport(report).text);
+      expect(message.blocks).toBeUndefined();
+    });
+
     it('throws a clear, non-retryable error when Slack refuses the message', async () => {
       fake.failNext('chat.postMessage', { error: 'channel_not_found' });
       await expect(slack.notifier.deliver({ adapter: 'slack', channel: 'C0GONE', user: 'U0ALICE' }, report, { jobId: 'job-10' }))

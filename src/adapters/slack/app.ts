@@ -267,6 +267,17 @@ export function createSlackNotifier(client: WebClient, logger: Logger): Notifier
           logger.warn(`chat.postMessage to ${origin.channel} failed (${slackError}); using the response_url for job ${meta.jobId}`);
           if (await postToResponseUrl(origin.responseUrl, { response_type: 'in_channel', text, blocks }, logger)) return;
         }
+        if (slackError && BLOCK_ERRORS.has(slackError)) {
+          // Slack refused the layout (e.g. its undocumented total block-text limit): the
+          // plain-text fallback carries the same report, so post that rather than nothing.
+          logger.warn(`chat.postMessage to ${origin.channel} refused the blocks (${slackError}); posting text only for job ${meta.jobId}`);
+          try {
+            await client.chat.postMessage({ channel: origin.channel, text, unfurl_links: false, unfurl_media: false });
+            return;
+          } catch (e2) {
+            logger.warn(`text-only post failed too: ${describeError(e2)}`);
+          }
+        }
         throw new MedicError(
           'INTERNAL',
           `Could not post the report of job ${meta.jobId} to Slack channel ${origin.channel}: ${slackError ?? describeError(e)}. `
@@ -281,6 +292,9 @@ export function createSlackNotifier(client: WebClient, logger: Logger): Notifier
     },
   };
 }
+
+/** Errors about the message's blocks, not about the channel or token. */
+const BLOCK_ERRORS = new Set(['invalid_blocks', 'invalid_blocks_format', 'msg_blocks_too_long']);
 
 async function postToResponseUrl(url: string, body: RespondArguments, logger: Logger): Promise<boolean> {
   try {
