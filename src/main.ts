@@ -4,6 +4,7 @@ import { readSettings } from './settings';
 import { startMedic } from './app';
 import { runConsole } from './adapters/console/console';
 import { createLogger } from './log';
+import { safeRedisUrl } from './queue/queue';
 
 /**
  * Process roles: all (Slack web + worker), web, worker, console (console + embedded
@@ -44,7 +45,7 @@ async function main(): Promise<void> {
       : undefined,
     log,
   });
-  log.info({ role, clusters: config.clusters.map((c) => c.name), redis: settings.redisUrl.replace(/\/\/[^@/]*@/, '//***@') }, 'etcd-medic started');
+  log.info({ role, clusters: config.clusters.map((c) => c.name), redis: safeRedisUrl(settings.redisUrl) }, 'etcd-medic started');
 
   let stopping = false;
   const stop = async (why: string) => {

@@ -25,10 +25,6 @@ export interface EngineOptions {
 export class Engine implements EngineApi {
   constructor(private readonly opts: EngineOptions) {}
 
-  get commands(): readonly CommandDef[] {
-    return this.opts.commands;
-  }
-
   prepare(inv: Invocation): Prepared {
     try {
       const { command, args, cluster } = parseInvocation(inv.text, this.opts.commands, this.opts.config);

@@ -1,5 +1,4 @@
 import type { MedicConfig, ClusterConfig } from '../config/schema';
-import { NAME_PATTERN } from '../config/schema';
 import { CommandDef, usage } from './command';
 import { MedicError } from './errors';
 
@@ -87,4 +86,3 @@ function mustFind(id: string, commands: readonly CommandDef[]): CommandDef {
   return c;
 }
 
-export { NAME_PATTERN };

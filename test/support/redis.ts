@@ -53,4 +53,3 @@ export async function startRedis(port: number): Promise<RedisServer> {
   };
 }
 
-export { ping as redisAnswers };
