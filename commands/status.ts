@@ -55,7 +55,7 @@ export function statusReport(snap: ClusterSnapshot, s: StatusSummary, jobId?: st
 
 function row(m: MemberView): string[] {
   const st = m.probe?.status;
-  const role = m.isLearner ? 'learner' : m.isLeader ? 'leader' : st ? 'follower' : '?';
+  const role = m.isLearner ? 'learner' : m.isLeader ? 'leader' : st ? 'follower' : 'unknown';
   let health: string;
   if (!m.probe) health = m.unknownToConfig ? 'not in config' : 'not probed';
   else if (!m.probe.reachable) health = `unreachable: ${m.probe.unreachableReason ?? 'unknown'}`;
