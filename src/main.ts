@@ -27,8 +27,7 @@ function quietExpectedWarnings(): void {
 async function main(): Promise<void> {
   quietExpectedWarnings();
   const settings = readSettings();
-  // The console shares the terminal with the logs: only warnings and errors there by default.
-  const log = createLogger(process.env.LOG_LEVEL ? settings.logLevel : settings.role === 'console' ? 'warn' : settings.logLevel);
+  const log = createLogger(settings.logLevel);
   const config = loadConfig(settings.configPath);
   const role = settings.role;
   const medic = await startMedic({

@@ -14,19 +14,22 @@ export interface Settings {
   host: string;
   slack?: { botToken: string; signingSecret: string; apiUrl?: string; appToken?: string; socketMode: boolean };
   sshKey?: Buffer;
-  sshKeyFile?: string;
   consoleUser: string;
   logLevel: string;
 }
 
-/** A secret from VAR, or from the file named by VAR_FILE. */
-function secret(env: NodeJS.ProcessEnv, name: string): string | undefined {
+/**
+ * A secret from VAR, or from the file named by VAR_FILE. Tokens are trimmed; a private key
+ * (`trim: false`) is kept byte for byte.
+ */
+function secret(env: NodeJS.ProcessEnv, name: string, { trim = true } = {}): string | undefined {
   const direct = env[name];
-  if (direct) return direct.trim();
+  if (direct) return trim ? direct.trim() : direct;
   const file = env[`${name}_FILE`];
   if (!file) return undefined;
   try {
-    return readFileSync(file, 'utf8').trim();
+    const text = readFileSync(file, 'utf8');
+    return trim ? text.trim() : text;
   } catch (e) {
     throw new MedicError('CONFIG_INVALID', `${name}_FILE=${file}: ${(e as Error).message}`);
   }
@@ -60,17 +63,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const port = Number(env.PORT ?? 3000);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new MedicError('CONFIG_INVALID', `PORT=${env.PORT}: not a port number`);
 
-  const sshKeyFile = env.MEDIC_SSH_KEY_FILE;
-  let sshKey: Buffer | undefined;
-  const inline = env.MEDIC_SSH_KEY;
-  if (inline) sshKey = Buffer.from(inline);
-  else if (sshKeyFile) {
-    try {
-      sshKey = readFileSync(sshKeyFile);
-    } catch (e) {
-      throw new MedicError('CONFIG_INVALID', `MEDIC_SSH_KEY_FILE=${sshKeyFile}: ${(e as Error).message}`);
-    }
-  }
+  const key = secret(env, 'MEDIC_SSH_KEY', { trim: false });
+  const sshKey = key === undefined ? undefined : Buffer.from(key);
   if (role !== 'web' && !sshKey) {
     throw new MedicError('CONFIG_INVALID', `MEDIC_ROLE=${role} runs jobs on the nodes: set MEDIC_SSH_KEY_FILE to the bot's SSH private key`);
   }
@@ -83,8 +77,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     host: env.HOST || '0.0.0.0',
     slack,
     sshKey,
-    sshKeyFile,
     consoleUser: env.MEDIC_CONSOLE_USER || `console:${userInfo().username.toLowerCase().replace(/[^a-z0-9._-]/g, '') || 'operator'}`,
-    logLevel: env.LOG_LEVEL || 'info',
+    // The console shares the terminal with the logs: only warnings and errors there by default.
+    logLevel: env.LOG_LEVEL || (role === 'console' ? 'warn' : 'info'),
   };
 }

@@ -79,7 +79,8 @@ export function summarize(cluster: ClusterConfig, snap: ClusterSnapshot): Status
     return node;
   };
   // Answer by id first, so a node whose etcd answered claims its own member before hints do.
-  const ordered = list ? [...list].sort((x, y) => Number(!probes.some((p) => p.status?.memberId === y.id)) - Number(!probes.some((p) => p.status?.memberId === x.id))) : [];
+  const answered = new Set(probes.map((p) => p.status?.memberId));
+  const ordered = [...(list ?? [])].sort((x, y) => Number(!answered.has(x.id)) - Number(!answered.has(y.id)));
 
   if (list) {
     for (const m of ordered) {
