@@ -10,6 +10,15 @@ import { createJobQueue, JobQueue } from './queue/queue';
 import { createJobWorker, JobWorker } from './queue/worker';
 import { createSlackApp, createSlackWebNotifier } from './adapters/slack/app';
 import type { Logger } from './log';
+import IORedis, { Redis } from 'ioredis';
+import { createAuditLog, AuditLog } from './audit/audit-log';
+import { createApprovalStore } from './engine/approvals';
+import { createClusterLocks } from './locks/cluster-lock';
+import { createWorkflow, ExecutionResources } from './engine/workflow';
+import { createJobResources } from './actions/context';
+import { runAction } from './actions/actions';
+import { createSnapshotStore } from './snapshot/store';
+import type { ChatSurface } from './engine/types';
 
 export interface MedicOptions {
   config: MedicConfig;
@@ -32,11 +41,20 @@ export interface MedicOptions {
   log: Logger;
   /** Worker lock duration; equal on every worker of the queue. @defaultValue 30000 */
   lockDurationMs?: number;
+  /** The bot's snapshot store. @defaultValue '/var/lib/etcd-medic/snapshots' */
+  snapshotDir?: string;
+  /** Audit log key in Redis and optional HMAC key. @defaultValue { key: 'etcd-medic:audit' } */
+  audit?: { key: string; hmacKey?: Buffer };
+  /** Lease of the per-cluster lock; a crashed job's lock frees itself after it. @defaultValue 60000 */
+  clusterLeaseMs?: number;
 }
 
 export interface Medic {
   engine: Engine;
   queue: JobQueue;
+  audit: AuditLog;
+  /** Redis for approvals, locks and the audit log. */
+  state: Redis;
   worker?: JobWorker;
   /** The Slack HTTP endpoint (…/slack/events), when serving Slack over HTTP. */
   slackUrl?: string;
@@ -63,15 +81,39 @@ export function createProbe(sshKey: Buffer) {
 export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const commands = opts.commands ?? allCommands;
   const queue = createJobQueue({ redisUrl: opts.redisUrl, name: opts.queueName });
-  const engine = new Engine({ config: opts.config, commands, queue });
+  // Approvals, locks and the audit trail: shared by every process through Redis. Commands
+  // fail after one retry instead of queueing forever while Redis is down.
+  const state = new IORedis(opts.redisUrl, {
+    maxRetriesPerRequest: 1, connectTimeout: 3000, commandTimeout: 5000,
+    retryStrategy: (times) => Math.min(200 * times, 2000),
+  });
+  state.on('error', () => undefined);
+  const audit = createAuditLog(state, opts.audit ?? {});
+  const approvals = createApprovalStore(state);
+  const locks = createClusterLocks(state, opts.clusterLeaseMs ?? 60000);
+  const surfaces: Partial<Record<'slack' | 'console', ChatSurface>> = {};
+  const probe = opts.sshKey ? createProbe(opts.sshKey) : async () => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); };
+  const sshKey = opts.sshKey;
+  const snapshots = { store: createSnapshotStore({ dir: opts.snapshotDir ?? '/var/lib/etcd-medic/snapshots' }) };
+  const workflow = createWorkflow({
+    config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots,
+    enqueueExecution: (job, jobId) => queue.add(job, { jobId }),
+    openResources: sshKey ? (cluster): ExecutionResources => {
+      const res = createJobResources({ cluster, sshKey });
+      return { run: (step, ctx) => runAction(step, { ...ctx, res }), takeCommands: () => res.takeCommands(), close: () => res.close() };
+    } : undefined,
+  });
+  const engine = new Engine({ config: opts.config, commands, queue, decide: (d) => workflow.decide(d) });
   const notifiers: Partial<Record<'slack' | 'console', Notifier>> = {};
   const stops: Array<() => Promise<void>> = [];
   let slackUrl: string | undefined;
 
   if (opts.slack && !opts.slack.serve) {
-    notifiers.slack = createSlackWebNotifier({
+    const web = createSlackWebNotifier({
       botToken: opts.slack.botToken, slackApiUrl: opts.slack.apiUrl, webClientRetries: opts.slack.webClientRetries, logger: opts.log,
     });
+    notifiers.slack = web;
+    surfaces.slack = web.surface;
   } else if (opts.slack) {
     const slack = createSlackApp({
       engine,
@@ -85,6 +127,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
       logger: opts.log,
     });
     notifiers.slack = slack.notifier;
+    surfaces.slack = slack.surface;
     await slack.start();
     stops.push(() => slack.stop());
     slackUrl = slack.address()?.url;
@@ -94,19 +137,49 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   let worker: JobWorker | undefined;
   if (opts.worker) {
     if (!opts.sshKey) throw new Error('a worker needs the SSH key');
-    const runner = createJobRunner({ config: opts.config, commands, probe: createProbe(opts.sshKey) });
+    const key = opts.sshKey;
+    const runner = createJobRunner({
+      config: opts.config, commands, probe, audit,
+      jobs: async (cluster) => {
+        const [lock, waiting, plans] = await Promise.all([
+          locks.holder(cluster),
+          queue.queue.getJobs(['active', 'waiting', 'delayed', 'prioritized']),
+          approvals.recent(cluster, 10),
+        ]);
+        return {
+          lock,
+          queued: waiting.filter((j) => j?.data?.cluster === cluster).map((j) => ({
+            id: j.id ?? '?', command: j.data.command, phase: j.data.phase ?? 'run',
+            state: j.finishedOn ? 'finished' : j.processedOn ? 'active' : 'waiting',
+            requester: j.data.origin.user, at: new Date(j.timestamp).toISOString(),
+          })),
+          plans,
+        };
+      },
+      withNode: async (cluster, node, fn) => {
+        const res = createJobResources({ cluster, sshKey: key });
+        try {
+          return await fn(await res.runtime(node));
+        } finally {
+          await res.close();
+        }
+      },
+    });
     worker = createJobWorker({
-      redisUrl: opts.redisUrl, runner, notifiers, name: opts.queueName, lockDurationMs: opts.lockDurationMs,
+      redisUrl: opts.redisUrl, runner, workflow, notifiers, name: opts.queueName, lockDurationMs: opts.lockDurationMs,
       log: (msg, extra) => opts.log.warn(extra ?? {}, msg),
     });
     // Stop the worker first: it waits for running jobs, which may still post to Slack.
     stops.unshift(async () => { await worker!.close(); });
   }
   stops.push(() => queue.close());
+  stops.push(async () => { state.disconnect(); });
 
   return {
     engine,
     queue,
+    audit,
+    state,
     worker,
     slackUrl,
     async stop() {

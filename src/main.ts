@@ -43,6 +43,9 @@ async function main(): Promise<void> {
       ? { ...settings.slack, serve: role === 'all' || role === 'web', port: settings.port, host: settings.host }
       : undefined,
     log,
+    snapshotDir: settings.snapshotDir,
+    lockDurationMs: settings.workerLockMs,
+    audit: settings.audit,
   });
   log.info({ role, clusters: config.clusters.map((c) => c.name), redis: safeRedisUrl(settings.redisUrl) }, 'etcd-medic started');
 
@@ -60,7 +63,7 @@ async function main(): Promise<void> {
   if (role === 'console') {
     await runConsole({
       engine: medic.engine,
-      waitForReport: (id, ms) => medic.queue.waitForReport(id, ms),
+      waitForReport: (id, ms, onProgress) => medic.queue.waitForReport(id, ms, onProgress),
       input: process.stdin,
       output: process.stdout,
       user: settings.consoleUser,

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
+import { auditOptionsFromEnv } from './audit/audit-log';
 import { MedicError } from './engine/errors';
 
 export type Role = 'all' | 'web' | 'worker' | 'console';
@@ -16,6 +17,11 @@ export interface Settings {
   sshKey?: Buffer;
   consoleUser: string;
   logLevel: string;
+  /** Where the bot keeps snapshots (safety snapshots before destructive steps). */
+  snapshotDir: string;
+  /** BullMQ lock of a running job; equal on every worker. A killed worker's job resumes elsewhere after it. */
+  workerLockMs: number;
+  audit: { key: string; hmacKey?: Buffer };
 }
 
 /**
@@ -80,5 +86,22 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     consoleUser: env.MEDIC_CONSOLE_USER || `console:${userInfo().username.toLowerCase().replace(/[^a-z0-9._-]/g, '') || 'operator'}`,
     // The console shares the terminal with the logs: only warnings and errors there by default.
     logLevel: env.LOG_LEVEL || (role === 'console' ? 'warn' : 'info'),
+    snapshotDir: absDir(env, 'MEDIC_SNAPSHOT_DIR', '/var/lib/etcd-medic/snapshots'),
+    workerLockMs: intIn(env, 'MEDIC_WORKER_LOCK_MS', 30000, 2000, 600000),
+    audit: auditOptionsFromEnv(env),
   };
+}
+
+function absDir(env: NodeJS.ProcessEnv, name: string, def: string): string {
+  const v = env[name] || def;
+  if (!/^\/[A-Za-z0-9._/-]*$/.test(v)) throw new MedicError('CONFIG_INVALID', `${name}=${v}: an absolute path of letters, digits, ".", "_", "-" and "/"`);
+  return v;
+}
+
+function intIn(env: NodeJS.ProcessEnv, name: string, def: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) throw new MedicError('CONFIG_INVALID', `${name}=${raw}: a whole number from ${min} to ${max}`);
+  return n;
 }

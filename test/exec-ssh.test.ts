@@ -1,72 +1,13 @@
 /**
  * ssh executor against a real, throwaway OpenSSH sshd on 127.0.0.1 (Debian's openssh-server).
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RemoteCommand, sh } from '../src/exec/shell';
 import { createSshPool, SshPool, SshTarget } from '../src/exec/ssh';
-
-interface Sshd { port: number; fingerprint: string; clientKey: Buffer; dir: string; child: ChildProcess }
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(port, '127.0.0.1');
-    c.once('connect', () => { c.destroy(); resolve(true); });
-    c.once('error', () => resolve(false));
-  });
-}
-
-function keygen(path: string): void {
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'medic-test', '-f', path]);
-}
-
-async function startSshd(): Promise<Sshd> {
-  const dir = mkdtempSync(join(tmpdir(), 'medic-sshd-'));
-  mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege separation directory
-  keygen(join(dir, 'host_key'));
-  keygen(join(dir, 'client_key'));
-  writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'client_key.pub')));
-  const port = await freePort();
-  writeFileSync(join(dir, 'sshd_config'), [
-    'ListenAddress 127.0.0.1',
-    `Port ${port}`,
-    `HostKey ${join(dir, 'host_key')}`,
-    `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-    `PidFile ${join(dir, 'sshd.pid')}`,
-    'UsePAM no',
-    'PermitRootLogin prohibit-password',
-    'PasswordAuthentication no',
-    'KbdInteractiveAuthentication no',
-    'StrictModes no',
-    'LogLevel ERROR',
-    // bash skips ~/.bashrc below shell level 2: keeps this machine's root rc files (slow,
-    // and pyenv's rehash can block on a stale lock) out of the test.
-    'SetEnv SHLVL=1',
-    '',
-  ].join('\n'));
-  const child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'inherit'] });
-  for (let i = 0; i < 100 && !(await canConnect(port)); i++) {
-    if (child.exitCode !== null) throw new Error(`sshd exited with ${child.exitCode}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  // "256 SHA256:… medic-test (ED25519)": OpenSSH's own fingerprint, to check ours against.
-  const fingerprint = execFileSync('ssh-keygen', ['-lf', join(dir, 'host_key.pub')], { encoding: 'utf8' }).split(' ')[1] ?? '';
-  return { port, fingerprint, clientKey: readFileSync(join(dir, 'client_key')), dir, child };
-}
+import { freePort, keygen, Sshd, sshdTarget, startSshd, stopSshd } from './support/sshd';
 
 /** pids whose full command line matches the pattern (no shell, so pgrep can't match its own wrapper). */
 function pgrep(pattern: string): string[] {
@@ -91,18 +32,13 @@ let target: SshTarget;
 
 beforeAll(async () => {
   sshd = await startSshd();
-  target = { node: 'node1', host: '127.0.0.1', port: sshd.port, user: 'root', hostKey: sshd.fingerprint };
+  target = sshdTarget(sshd);
   pool = createSshPool({ privateKey: sshd.clientKey, connectTimeoutMs: 5000, commandTimeoutMs: 10000 });
 });
 
 afterAll(async () => {
   await pool?.closeAll();
-  if (sshd) {
-    const exited = new Promise((r) => sshd.child.once('exit', r));
-    if (sshd.child.exitCode === null) sshd.child.kill('SIGTERM');
-    await exited;
-    rmSync(sshd.dir, { recursive: true, force: true });
-  }
+  await stopSshd(sshd);
 });
 
 describe('ssh session', () => {
@@ -226,6 +162,79 @@ describe('ssh session', () => {
     } finally {
       await tunnel.close();
     }
+  });
+});
+
+describe('ssh file transfer (SFTP)', () => {
+  it('writes a new file with its mode, byte-exact, leaving no temp file', async () => {
+    const s = await pool.session(target);
+    const path = join(sshd.dir, 'new key');
+    const data = Buffer.concat([Buffer.from([0, 1, 2, 255]), Buffer.alloc(300 * 1024, 7)]); // > one SFTP packet
+    await s.writeFile(path, data, { mode: 0o600 });
+    expect(readFileSync(path).equals(data)).toBe(true);
+    expect(statSync(path).mode & 0o7777).toBe(0o600);
+    expect(() => statSync(path + '.medic-tmp')).toThrow();
+  });
+
+  it('replaces an existing file atomically: a reader keeps the old inode, never a half-written file', async () => {
+    const s = await pool.session(target);
+    const path = join(sshd.dir, 'manifest.yaml');
+    writeFileSync(path, 'old\n', { mode: 0o644 });
+    const before = statSync(path).ino;
+    await s.writeFile(path, Buffer.from('new\n'), { mode: 0o640 });
+    expect(readFileSync(path, 'utf8')).toBe('new\n');
+    const after = statSync(path);
+    expect(after.ino).not.toBe(before); // renamed over, not truncated and rewritten in place
+    expect(after.mode & 0o7777).toBe(0o640);
+  });
+
+  it('sets the mode on a leftover temp file before writing a secret into it', async () => {
+    const s = await pool.session(target);
+    const path = join(sshd.dir, 'ca.key');
+    writeFileSync(path + '.medic-tmp', 'stale junk from an interrupted write', { mode: 0o666 });
+    await s.writeFile(path, Buffer.from('secret'), { mode: 0o600 });
+    expect(statSync(path).mode & 0o7777).toBe(0o600);
+    expect(readFileSync(path, 'utf8')).toBe('secret');
+    expect(() => statSync(path + '.medic-tmp')).toThrow();
+  });
+
+  it('fails clearly, naming node and path, when the directory is missing', async () => {
+    const s = await pool.session(target);
+    const path = join(sshd.dir, 'no-such-dir', 'ca.crt');
+    const err = await s.writeFile(path, Buffer.from('x')).catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'MedicError', code: 'REMOTE_FAILED' });
+    expect((err as Error).message).toContain(path);
+    expect((err as Error).message).toContain('(node1)');
+    expect((err as Error).message).toMatch(/no such file or directory/);
+  });
+
+  it('stats files, directories and missing paths', async () => {
+    const s = await pool.session(target);
+    const path = join(sshd.dir, 'stat-me');
+    writeFileSync(path, '12345', { mode: 0o600 });
+    expect(await s.stat(path)).toEqual({ exists: true, mode: 0o600, size: 5, type: 'file' });
+    expect(await s.stat(sshd.dir)).toMatchObject({ exists: true, type: 'directory' });
+    expect(await s.stat(join(sshd.dir, 'missing'))).toEqual({ exists: false });
+  });
+
+  it('ends every SFTP session: more than MaxSessions of them, in a row and at once', async () => {
+    const s = await pool.session(target);
+    const path = join(sshd.dir, 'many');
+    for (let i = 0; i < 12; i++) await s.writeFile(path, Buffer.from(String(i)));
+    const all = await Promise.all(Array.from({ length: 14 }, () => s.stat(path)));
+    expect(all.every((st) => st.exists && st.size === 2)).toBe(true);
+    expect((await s.exec(sh`cat -- ${path}`)).stdout).toBe('11');
+  });
+
+  it('times out with REMOTE_TIMEOUT and leaves the connection usable', async () => {
+    const s = await pool.session(target);
+    const path = join(sshd.dir, 'slow');
+    // 1 ms: the SFTP subsystem can't even start in time.
+    const err = await s.writeFile(path, Buffer.from('x'), { timeoutMs: 1 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'REMOTE_TIMEOUT' });
+    expect((err as Error).message).toContain(path);
+    await s.writeFile(path, Buffer.from('y'));
+    expect(readFileSync(path, 'utf8')).toBe('y');
   });
 });
 

@@ -51,6 +51,16 @@ export const clusterSchema = z.object({
     manifest: absPath.default('/etc/kubernetes/manifests/etcd.yaml'),
     dataDir: absPath.default('/var/lib/etcd'),
     pki: absPath.default('/etc/kubernetes/pki/etcd'),
+    /**
+     * The bot's own directory on each node: stopped manifests, backups of every file it
+     * changes, safety copies. Outside the manifests directory, or kubelet would run them.
+     */
+    workDir: absPath.default('/etc/kubernetes/etcd-medic'),
+  }).strict().default({}),
+  /** runtime systemd: the unit and its environment file (ETCD_* variables). */
+  systemd: z.object({
+    unit: z.string().regex(/^[A-Za-z0-9@._-]{1,64}\.service$/, 'a unit name like etcd.service').default('etcd.service'),
+    envFile: absPath.default('/etc/default/etcd'),
   }).strict().default({}),
   ssh: z.object({
     user: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/).default('root'),
@@ -76,6 +86,8 @@ export const clusterSchema = z.object({
     read: accessRule.default({}),
     mutating: accessRule.default({}),
     destructive: accessRule.default({}),
+    /** How long an approval request stays open. */
+    approvalTtlMinutes: z.number().int().min(1).max(24 * 60).default(15),
   }).strict().default({}),
   nodes: z.array(nodeSchema).min(1).max(9),
 }).strict();

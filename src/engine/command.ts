@@ -1,23 +1,40 @@
 import type { ClusterConfig, MedicConfig } from '../config/schema';
 import type { ClusterSnapshot } from '../exec/types';
 import type { Report } from './report';
+import type { PlanDraft, PlanState } from './plan';
+import type { AuditLog } from '../audit/audit-log';
+import type { PlanView } from './approvals';
+import type { NodeRuntime } from '../runtime/types';
 import type { Origin } from './types';
 
 /** read: no change; mutating: changes membership or data safely; destructive: can lose data. */
 export type Risk = 'read' | 'mutating' | 'destructive';
 
 /** How one positional argument is checked. Every value is matched against the inventory or a strict pattern. */
-export type ArgSpec =
+export type ArgSpec = (
   | { kind: 'cluster'; name: string; help: string }
   | { kind: 'node'; name: string; help: string }
-  | { kind: 'choice'; name: string; help: string; choices: string[] };
+  /** A node name of the cluster, or a member id (hex) for members no node stands for. */
+  | { kind: 'member'; name: string; help: string }
+  /** A job or plan id as the bot printed it. */
+  | { kind: 'job'; name: string; help: string }
+  | { kind: 'number'; name: string; help: string; min: number; max: number }
+  | { kind: 'choice'; name: string; help: string; choices: string[] }
+) & { optional?: boolean; default?: string };
 
 export const arg = {
   /** A cluster name from clusters.yaml. */
   cluster: (name = 'cluster'): ArgSpec => ({ kind: 'cluster', name, help: 'a cluster name from /etcd clusters' }),
   /** A node of the cluster named by the preceding cluster argument. */
   node: (name = 'node'): ArgSpec => ({ kind: 'node', name, help: 'a control-plane node of that cluster' }),
-  choice: (name: string, choices: string[]): ArgSpec => ({ kind: 'choice', name, help: choices.join('|'), choices }),
+  member: (name = 'member'): ArgSpec => ({ kind: 'member', name, help: 'a node name, or a member id (16 hex digits) from /etcd status' }),
+  job: (name = 'job'): ArgSpec => ({ kind: 'job', name, help: 'a job id from /etcd jobs' }),
+  number: (name: string, min: number, max: number, def?: number): ArgSpec => ({
+    kind: 'number', name, help: `a number from ${min} to ${max}`, min, max, optional: def !== undefined, default: def === undefined ? undefined : String(def),
+  }),
+  choice: (name: string, choices: string[], def?: string): ArgSpec => ({
+    kind: 'choice', name, help: choices.join('|'), choices, optional: def !== undefined, default: def,
+  }),
 };
 
 /** What a command's code may use when it runs in a worker. Built by the runner from its dependencies. */
@@ -29,6 +46,19 @@ export interface RunContext {
   jobId: string;
   /** Query every member in parallel, each bounded by cluster.statusTimeoutMs. */
   probe(cluster: ClusterConfig): Promise<ClusterSnapshot>;
+  /** The audit trail (for /etcd audit). */
+  audit?: AuditLog;
+  /** Jobs and plans of a cluster (for /etcd jobs). */
+  jobs?: (cluster: string) => Promise<JobsView>;
+  /** SSH to one node of the cluster (for /etcd logs); closed by the runner. */
+  withNode?: <T>(cluster: ClusterConfig, node: string, fn: (rt: NodeRuntime) => Promise<T>) => Promise<T>;
+}
+
+/** What /etcd jobs shows: the cluster's lock holder, queued jobs and recent plans. */
+export interface JobsView {
+  lock?: { jobId: string; requester: string; progress: string };
+  queued: Array<{ id: string; command: string; phase: string; state: string; requester: string; at: string }>;
+  plans: PlanView[];
 }
 
 export interface ReplyContext {
@@ -46,16 +76,27 @@ export interface CommandDef {
   risk: Risk;
   /** Answered from configuration alone, without the queue (help, clusters). */
   reply?: (ctx: ReplyContext) => Report;
-  /** Runs in a worker; read-only commands only (mutating ones will declare a plan of steps). */
+  /** Runs in a worker; read-only commands only (mutating ones declare a plan of steps). */
   execute?: (ctx: RunContext) => Promise<Report>;
+  /**
+   * Mutating and destructive commands: pure, live state in, steps out. Throws
+   * MedicError('UNSAFE') (see refuse()) when the change would be unsafe.
+   */
+  plan?: (state: PlanState, args: Record<string, string>) => PlanDraft;
+  /** approve / reject / cancel <job>: a decision on a plan, answered at once (no queue). */
+  decision?: 'approve' | 'reject' | 'cancel';
+  /** Approvals this command needs at least, whatever the cluster's policy says (force-new-cluster: 2). */
+  minApprovals?: number;
 }
 
 export function defineCommand(def: CommandDef): CommandDef {
-  if (!def.reply === !def.execute) throw new Error(`command ${def.id}: define exactly one of reply or execute`);
-  if (def.execute && def.args[0]?.kind !== 'cluster') throw new Error(`command ${def.id}: queued commands take a cluster first`);
+  if ([def.reply, def.execute, def.plan, def.decision].filter(Boolean).length !== 1) throw new Error(`command ${def.id}: define exactly one of reply, execute, plan or decision`);
+  if (!def.reply && !def.decision && def.args[0]?.kind !== 'cluster') throw new Error(`command ${def.id}: queued commands take a cluster first`);
+  if (def.plan && def.risk === 'read') throw new Error(`command ${def.id}: a planned command changes something: risk mutating or destructive`);
+  if (def.execute && def.risk !== 'read') throw new Error(`command ${def.id}: commands that change things must declare a plan`);
   return def;
 }
 
 export function usage(def: CommandDef): string {
-  return ['/etcd', def.id, ...def.args.map((a) => `<${a.name}>`)].join(' ');
+  return ['/etcd', def.id, ...def.args.map((a) => (a.optional ? `[${a.kind === 'choice' ? a.choices.join('|') : a.name}]` : `<${a.name}>`))].join(' ');
 }

@@ -3,11 +3,12 @@ import type { CommandDef } from './command';
 import { describeError, isMedicError, MedicError } from './errors';
 import { parseInvocation } from './parse';
 import { checkRequest } from './policy';
-import type { EngineApi, Invocation, JobRequest, Prepared, Submitted } from './types';
+import type { Decision, DecisionResult, EngineApi, Invocation, JobRequest, Prepared, Submitted } from './types';
 
 /** Whatever carries jobs to workers (BullMQ in production). */
 export interface JobSink {
-  add(job: JobRequest): Promise<string>;
+  /** jobId: a custom id, so adding the same job twice queues it once. */
+  add(job: JobRequest, opts?: { jobId?: string }): Promise<string>;
 }
 
 export interface EngineOptions {
@@ -16,6 +17,8 @@ export interface EngineOptions {
   queue: JobSink;
   /** @defaultValue () => new Date() */
   now?: () => Date;
+  /** Approve/reject/cancel (the workflow); without it those commands say Redis is needed. */
+  decide?: (d: Decision) => Promise<DecisionResult>;
 }
 
 /**
@@ -32,6 +35,9 @@ export class Engine implements EngineApi {
         const report = command.reply({ config: this.opts.config, commands: this.opts.commands, args, origin: inv.origin });
         return { kind: 'reply', report, visibility: 'ephemeral' };
       }
+      if (command.decision) {
+        return { kind: 'decision', decision: { action: command.decision, planId: args.job, origin: inv.origin } };
+      }
       if (!cluster) throw new Error(`command ${command.id} has no cluster`);
       checkRequest(cluster, command.risk, inv.origin);
       const job: JobRequest = {
@@ -40,6 +46,7 @@ export class Engine implements EngineApi {
         cluster: cluster.name,
         origin: inv.origin,
         requestedAt: (this.opts.now ?? (() => new Date()))().toISOString(),
+        phase: command.plan ? 'plan' : 'run',
       };
       return { kind: 'job', job, summary: `${command.id} ${Object.values(args).join(' ')}` };
     } catch (e) {
@@ -57,8 +64,18 @@ export class Engine implements EngineApi {
     }
   }
 
+  async decide(d: Decision): Promise<DecisionResult> {
+    if (!this.opts.decide) return { ok: false, text: 'this process can\'t record decisions (no Redis connection for approvals)' };
+    try {
+      return await this.opts.decide(d);
+    } catch (e) {
+      return { ok: false, text: `could not record your ${d.action} of plan ${d.planId}: ${describeError(e)}. Nothing changed; try again` };
+    }
+  }
+
   async submit(inv: Invocation): Promise<Submitted> {
     const prepared = this.prepare(inv);
+    if (prepared.kind === 'decision') return { kind: 'decided', result: await this.decide(prepared.decision) };
     if (prepared.kind !== 'job') return prepared;
     const jobId = await this.enqueue(prepared.job);
     return { kind: 'queued', jobId, job: prepared.job, summary: prepared.summary };

@@ -36,7 +36,8 @@ export function parseInvocation(text: string, commands: readonly CommandDef[], c
   const args: Record<string, string> = {};
   let cluster: ClusterConfig | undefined;
   command.args.forEach((spec, i) => {
-    const value = rest[i];
+    const value = rest[i] ?? spec.default;
+    if (value === undefined && spec.optional) return;
     if (value === undefined) {
       const hint = spec.kind === 'cluster' ? `; known clusters are ${config.clusters.map((c) => c.name).join(', ')}` : '';
       throw new MedicError('BAD_INPUT', `missing <${spec.name}>: usage ${usage(command)}${hint}`);
@@ -57,6 +58,27 @@ export function parseInvocation(text: string, commands: readonly CommandDef[], c
           throw new MedicError('UNKNOWN_NODE', `unknown node '${value}' in cluster ${cluster.name}: its nodes are ${cluster.nodes.map((n) => n.name).join(', ')}`);
         }
         args[spec.name] = node.name;
+        break;
+      }
+      case 'member': {
+        if (!cluster) throw new Error(`command ${command.id}: a member argument needs a cluster argument before it`);
+        const node = cluster.nodes.find((n) => n.name === value);
+        if (node) args[spec.name] = node.name;
+        else if (/^[0-9a-f]{1,16}$/.test(value.toLowerCase())) args[spec.name] = value.toLowerCase();
+        else {
+          throw new MedicError('UNKNOWN_NODE', `'${value}' is neither a node of ${cluster.name} (${cluster.nodes.map((n) => n.name).join(', ')}) nor a member id (hex, from /etcd status)`);
+        }
+        break;
+      }
+      case 'job': {
+        if (!/^[a-z0-9][a-z0-9-]{0,40}$/.test(value)) throw new MedicError('BAD_INPUT', `<${spec.name}> must be a job id as /etcd jobs prints it, not '${value}'`);
+        args[spec.name] = value;
+        break;
+      }
+      case 'number': {
+        const n = Number(value);
+        if (!/^\d{1,6}$/.test(value) || n < spec.min || n > spec.max) throw new MedicError('BAD_INPUT', `<${spec.name}> must be a number from ${spec.min} to ${spec.max}, not '${value}'`);
+        args[spec.name] = String(n);
         break;
       }
       case 'choice': {

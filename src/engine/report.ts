@@ -25,6 +25,8 @@ export interface Report {
   next?: string[];
   /** Small print: time collected, job id. */
   context?: string[];
+  /** Buttons acting on a plan (Slack) / the commands that do the same (console). */
+  actions?: { planId: string; buttons: Array<'approve' | 'reject' | 'cancel'> };
 }
 
 export function errorReport(title: string, message: string, next: string[] = []): Report {

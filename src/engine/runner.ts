@@ -1,6 +1,7 @@
 import type { ClusterConfig, MedicConfig } from '../config/schema';
 import type { ClusterSnapshot } from '../exec/types';
-import type { CommandDef } from './command';
+import type { CommandDef, RunContext } from './command';
+import type { AuditLog } from '../audit/audit-log';
 import { describeError, isMedicError } from './errors';
 import { errorReport, Report } from './report';
 import type { JobRequest } from './types';
@@ -9,6 +10,12 @@ export interface RunnerDeps {
   config: MedicConfig;
   commands: readonly CommandDef[];
   probe(cluster: ClusterConfig): Promise<ClusterSnapshot>;
+  /** For read commands that show the trail (/etcd audit). */
+  audit?: AuditLog;
+  /** For /etcd jobs. */
+  jobs?: RunContext['jobs'];
+  /** For /etcd logs. */
+  withNode?: RunContext['withNode'];
 }
 
 /**
@@ -25,7 +32,7 @@ export function createJobRunner(deps: RunnerDeps) {
       if (!cluster) return errorReport(title, `cluster '${job.cluster}' is no longer in this worker's configuration`, ['/etcd clusters']);
       try {
         return await command.execute({
-          config: deps.config, cluster, args: job.args, origin: job.origin, jobId, probe: deps.probe,
+          config: deps.config, cluster, args: job.args, origin: job.origin, jobId, probe: deps.probe, audit: deps.audit, jobs: deps.jobs, withNode: deps.withNode,
         });
       } catch (e) {
         const code = isMedicError(e) ? ` [${e.code}]` : '';

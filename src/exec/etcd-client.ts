@@ -42,7 +42,42 @@ export interface EtcdMemberClient {
   alarms(): Promise<Alarm[]>;
   /** Like `etcdctl endpoint health`; never throws. */
   health(): Promise<EtcdHealth>;
+  /** Adds a member (as a learner by default: it can't vote until promoted). */
+  memberAdd(peerUrls: string[], opts?: { isLearner?: boolean }): Promise<{ member: MemberInfo; members: MemberInfo[] }>;
+  /** Removes a member by hex id. */
+  memberRemove(id: string): Promise<MemberInfo[]>;
+  /** Promotes a learner (hex id); etcd refuses while it lags the leader. */
+  memberPromote(id: string): Promise<MemberInfo[]>;
+  /** Defragments this member's backend (it stops serving for the duration). */
+  defragment(opts?: { deadlineMs?: number }): Promise<void>;
+  /** Disarms one alarm of one member (hex id). */
+  alarmDisarm(memberId: string, alarm: 'NOSPACE' | 'CORRUPT'): Promise<Alarm[]>;
+  /** A linearizable read of one key (tests and verification); undefined when absent. */
+  get(key: string): Promise<string | undefined>;
+  put(key: string, value: string): Promise<void>;
+  /**
+   * Streams this member's backend snapshot into `sink` (called per chunk, in order).
+   * Resolves with the revision of the snapshot's first header and the byte count.
+   */
+  snapshot(sink: (chunk: Buffer) => void | Promise<void>, opts?: { deadlineMs?: number }): Promise<{ revision: string; memberId: string; bytes: number }>;
   close(): void;
+}
+
+/** Our hex ids back to etcd's decimal uint64 strings. */
+export function decimalId(hex: string): string {
+  if (!/^[0-9a-f]{1,16}$/.test(hex)) throw new MedicError('BAD_INPUT', `not a member id: ${JSON.stringify(hex)} (16 hex digits)`);
+  return BigInt(`0x${hex}`).toString(10);
+}
+
+type RawMember = { ID: string; name?: string; peerURLs?: string[]; clientURLs?: string[]; isLearner?: boolean };
+function toMember(m: RawMember): MemberInfo {
+  return {
+    id: hexId(m.ID),
+    name: m.name ?? '',
+    peerUrls: m.peerURLs ?? [],
+    clientUrls: m.clientURLs ?? [],
+    isLearner: Boolean(m.isLearner),
+  };
 }
 
 type FaultPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
@@ -70,13 +105,14 @@ export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberCl
     defaultCallOptions: () => ({ deadline: Date.now() + o.deadlineMs }),
   });
 
-  const call = async <T>(what: string, fn: (opts: { deadline: number }) => Promise<T>): Promise<T> => {
+  const call = <T>(what: string, fn: (opts: { deadline: number }) => Promise<T>): Promise<T> => callWithin(o.deadlineMs, what, fn);
+  const callWithin = async <T>(deadlineMs: number, what: string, fn: (opts: { deadline: number }) => Promise<T>): Promise<T> => {
     let timer: NodeJS.Timeout | undefined;
     const guard = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new GRPCDeadlineExceededError('local deadline exceeded')), o.deadlineMs + LOCAL_GRACE_MS);
+      timer = setTimeout(() => reject(new GRPCDeadlineExceededError('local deadline exceeded')), deadlineMs + LOCAL_GRACE_MS);
     });
     try {
-      return await Promise.race([fn({ deadline: Date.now() + o.deadlineMs }), guard]);
+      return await Promise.race([fn({ deadline: Date.now() + deadlineMs }), guard]);
     } catch (e) {
       throw toMedicError(e, `etcd ${who} ${what}`);
     } finally {
@@ -108,13 +144,64 @@ export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberCl
     // false), so it answers even when quorum is lost.
     memberList: () => call('member list', async (opts) => {
       const r = await client.cluster.memberList({ linearizable: false }, opts);
-      return (r.members ?? []).map((m) => ({
-        id: hexId(m.ID),
-        name: m.name ?? '',
-        peerUrls: m.peerURLs ?? [],
-        clientUrls: m.clientURLs ?? [],
-        isLearner: Boolean(m.isLearner),
-      }));
+      return (r.members ?? []).map(toMember);
+    }),
+
+    memberAdd: (peerUrls, o) => call('member add', async (opts) => {
+      const r = await client.cluster.memberAdd({ peerURLs: peerUrls, isLearner: o?.isLearner ?? true }, opts);
+      return { member: toMember(r.member), members: (r.members ?? []).map(toMember) };
+    }),
+
+    memberRemove: (id) => call('member remove', async (opts) => {
+      const r = await client.cluster.memberRemove({ ID: decimalId(id) }, opts);
+      return (r.members ?? []).map(toMember);
+    }),
+
+    memberPromote: (id) => call('member promote', async (opts) => {
+      const r = await client.cluster.memberPromote({ ID: decimalId(id) }, opts);
+      return (r.members ?? []).map(toMember);
+    }),
+
+    defragment: (d) => callWithin(d?.deadlineMs ?? o.deadlineMs, 'defragment', async (opts) => {
+      await client.maintenance.defragment(opts);
+    }),
+
+    alarmDisarm: (memberId, alarm) => call('alarm disarm', async (opts) => {
+      const r = await client.maintenance.alarm({
+        action: AlarmAction.Deactivate, memberID: decimalId(memberId), alarm: alarm === 'NOSPACE' ? AlarmType.Nospace : AlarmType.Corrupt,
+      }, opts);
+      return (r.alarms ?? []).map((a) => ({ memberId: hexId(a.memberID), alarm: String(a.alarm).toUpperCase() }));
+    }),
+
+    get: (key) => call('get', async (opts) => {
+      const r = await client.kv.range({ key: Buffer.from(key) }, opts);
+      return r.kvs?.[0]?.value?.toString();
+    }),
+
+    put: (key, value) => call('put', async (opts) => {
+      await client.kv.put({ key: Buffer.from(key), value: Buffer.from(value) }, opts);
+    }),
+
+    snapshot: (sink, d) => callWithin(d?.deadlineMs ?? 10 * 60_000, 'snapshot', async (opts) => {
+      const stream = await client.maintenance.snapshot(opts);
+      return new Promise<{ revision: string; memberId: string; bytes: number }>((resolve, reject) => {
+        let revision: string | undefined;
+        let memberId = '';
+        let bytes = 0;
+        let chain = Promise.resolve();
+        stream.on('data', (r) => {
+          if (revision === undefined) {
+            revision = String(r.header.revision);
+            memberId = hexId(r.header.member_id);
+          }
+          const blob = Buffer.from(r.blob);
+          bytes += blob.length;
+          chain = chain.then(() => sink(blob));
+          chain.catch(reject);
+        });
+        stream.on('error', reject);
+        stream.on('end', () => { chain.then(() => resolve({ revision: revision ?? '0', memberId, bytes }), reject); });
+      });
     }),
 
     alarms: () => call('alarm list', async (opts) => {

@@ -4,8 +4,9 @@
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
-import { Client, ClientChannel } from 'ssh2';
-import { MedicError } from '../engine/errors';
+import { posix } from 'node:path';
+import { Client, ClientChannel, SFTPWrapper } from 'ssh2';
+import { isMedicError, MedicError } from '../engine/errors';
 import { isRemoteCommand, RemoteCommand, sh, shq } from './shell';
 
 /** Where and as whom to connect, and which host key to trust. */
@@ -67,9 +68,32 @@ export interface SshSession {
   exec(cmd: RemoteCommand, opts?: ExecOptions): Promise<ExecResult>;
   /** Reads a whole remote file; REMOTE_FAILED if it is missing, unreadable or over the bound. */
   readFile(path: string, opts?: { maxBytes?: number; timeoutMs?: number }): Promise<Buffer>;
+  /**
+   * Writes a whole remote file over SFTP, atomically: `<path>.medic-tmp` gets the data, its
+   * mode and an fsync, then replaces `path` by posix-rename. Readers (etcd, kubelet) see the
+   * old file or the new one, never a half-written one. The directory must exist.
+   */
+  writeFile(path: string, data: Buffer, opts?: WriteFileOptions): Promise<void>;
+  /** Stats a remote path over SFTP (following symlinks); a missing path is `{ exists: false }`. */
+  stat(path: string, opts?: { timeoutMs?: number }): Promise<RemoteStat>;
   /** Forwards a local port to host:port dialled from the node. */
   openTunnel(host: string, port: number): Promise<SshTunnel>;
   close(): Promise<void>;
+}
+
+export interface WriteFileOptions {
+  /** Permission bits of the new file, set before any data is written. @defaultValue 0o644 */
+  mode?: number;
+  /** Deadline of the whole write (SFTP session, data, rename). @defaultValue the pool's (or target's) commandTimeoutMs */
+  timeoutMs?: number;
+}
+
+export interface RemoteStat {
+  exists: boolean;
+  /** Permission bits only (`mode & 0o7777`), e.g. 0o600. */
+  mode?: number;
+  size?: number;
+  type?: 'file' | 'directory' | 'other';
 }
 
 export interface SshPool {
@@ -83,6 +107,11 @@ const DEFAULT_MAX_OUTPUT = 1024 * 1024;
 const KILL_AFTER_S = 2;
 /** OpenSSH's MaxSessions is 10 per connection: stay below it, queue the rest. */
 const MAX_CHANNELS = 8;
+/** Suffix of the temporary file `writeFile` renames into place. */
+const TMP_SUFFIX = '.medic-tmp';
+/** SSH_FX_* status codes (draft-ietf-secsh-filexfer-02) that get a plainer message. */
+const SFTP_NO_SUCH_FILE = 2;
+const SFTP_PERMISSION_DENIED = 3;
 
 /** OpenSSH's fingerprint of a public key blob: "SHA256:" + unpadded base64. */
 export function openSshFingerprint(keyBlob: Buffer): string {
@@ -301,6 +330,117 @@ class SessionImpl implements SshSession {
     });
   }
 
+  async writeFile(path: string, data: Buffer, o: WriteFileOptions = {}): Promise<void> {
+    const mode = o.mode ?? 0o644;
+    const tmp = path + TMP_SUFFIX;
+    await this.withSftp(`write ${path}`, o.timeoutMs, async (sftp) => {
+      try {
+        const handle = await sftpCall<Buffer>((cb) => sftp.open(tmp, 'w', { mode }, cb));
+        try {
+          // open's mode applies only to a new file: a leftover temp file keeps its old mode,
+          // so set it before the data (a CA key) lands in it.
+          await sftpCall((cb) => sftp.fchmod(handle, mode, cb));
+          await sftpCall((cb) => sftp.write(handle, data, 0, data.length, 0, cb));
+          await this.fsync(sftp, handle);
+        } finally {
+          await sftpCall((cb) => sftp.close(handle, cb)).catch(() => undefined);
+        }
+      } catch (e) {
+        await sftpCall((cb) => sftp.unlink(tmp, cb)).catch(() => undefined);
+        throw this.sftpError(`cannot write ${path}`, e);
+      }
+      await this.rename(sftp, tmp, path);
+    });
+  }
+
+  async stat(path: string, o: { timeoutMs?: number } = {}): Promise<RemoteStat> {
+    return this.withSftp(`stat ${path}`, o.timeoutMs, async (sftp) => {
+      try {
+        const st = await sftpCall<{ mode: number; size: number; isFile(): boolean; isDirectory(): boolean }>((cb) => sftp.stat(path, cb));
+        const type = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other';
+        return { exists: true, mode: st.mode & 0o7777, size: st.size, type };
+      } catch (e) {
+        if ((e as { code?: unknown }).code === SFTP_NO_SUCH_FILE) return { exists: false };
+        throw this.sftpError(`cannot stat ${path}`, e);
+      }
+    });
+  }
+
+  /** Flushes the temp file before the rename, so a crash can't leave an empty file under the real name. */
+  private async fsync(sftp: SFTPWrapper, handle: Buffer): Promise<void> {
+    try {
+      await sftpCall((cb) => sftp.ext_openssh_fsync(handle, cb));
+    } catch (e) {
+      // ssh2 throws synchronously when the server lacks fsync@openssh.com: the rename is
+      // still atomic, only less durable.
+      if (!/does not support/.test((e as Error).message)) throw e;
+    }
+  }
+
+  /** posix-rename replaces the target atomically; plain SFTP rename fails when it exists. */
+  private async rename(sftp: SFTPWrapper, tmp: string, path: string): Promise<void> {
+    try {
+      await sftpCall((cb) => sftp.ext_openssh_rename(tmp, path, cb));
+    } catch (e) {
+      await sftpCall((cb) => sftp.unlink(tmp, cb)).catch(() => undefined);
+      throw this.sftpError(`cannot rename ${tmp} to ${posix.basename(path)}`, e);
+    }
+  }
+
+  private sftpError(what: string, e: unknown): MedicError {
+    if (isMedicError(e)) return e;
+    const code = (e as { code?: unknown }).code;
+    const detail = code === SFTP_NO_SUCH_FILE ? 'no such file or directory (does the directory exist?)'
+      : code === SFTP_PERMISSION_DENIED ? 'permission denied'
+        : (e as Error).message;
+    return new MedicError('REMOTE_FAILED', `${label(this.target)}: ${what}: ${detail}`, false, { cause: e });
+  }
+
+  /**
+   * Runs `fn` on a fresh SFTP session under one deadline, holding a channel slot (an SFTP
+   * session is a channel: MaxSessions counts it), and always ends the session.
+   */
+  private async withSftp<T>(what: string, timeoutMs: number | undefined, fn: (sftp: SFTPWrapper) => Promise<T>): Promise<T> {
+    if (this.closed) throw new MedicError('SSH_UNREACHABLE', `${label(this.target)}: connection closed`, true);
+    const ms = timeoutMs ?? this.target.commandTimeoutMs ?? this.opts.commandTimeoutMs;
+    await this.slots.acquire();
+    const session: { sftp?: SFTPWrapper; abandoned: boolean } = { abandoned: false };
+    let timer: NodeJS.Timeout | undefined;
+    let onLost: ((e: MedicError) => void) | undefined;
+    const stop = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new MedicError('REMOTE_TIMEOUT', `${label(this.target)}: ${what} timed out after ${ms} ms`)), ms);
+      onLost = reject;
+      this.lost.add(onLost);
+    });
+    try {
+      return await Promise.race([stop, this.openSftp(session).then(fn)]);
+    } finally {
+      clearTimeout(timer);
+      if (onLost) this.lost.delete(onLost);
+      session.abandoned = true;
+      if (!this.closed) await endSftp(session.sftp);
+      this.slots.release();
+    }
+  }
+
+  private openSftp(session: { sftp?: SFTPWrapper; abandoned: boolean }): Promise<SFTPWrapper> {
+    return new Promise((resolve, reject) => {
+      try {
+        this.client.sftp((e, sftp) => {
+          if (e) return reject(new MedicError('REMOTE_FAILED', `${label(this.target)}: cannot start SFTP: ${e.message} (is the sftp subsystem enabled in sshd_config?)`, true));
+          // Opened after the deadline: nobody will end it but us.
+          if (session.abandoned) { sftp.end(); return; }
+          session.sftp = sftp;
+          sftp.on('error', () => undefined);
+          resolve(sftp);
+        });
+      } catch (e) {
+        // ssh2 throws at once when the connection is already gone.
+        reject(new MedicError('SSH_UNREACHABLE', `${label(this.target)}: connection lost: ${(e as Error).message}`, true));
+      }
+    });
+  }
+
   async openTunnel(host: string, port: number): Promise<SshTunnel> {
     if (this.closed) throw new MedicError('SSH_UNREACHABLE', `${label(this.target)}: connection closed`, true);
     const sockets = new Set<net.Socket>();
@@ -360,6 +500,25 @@ class SessionImpl implements SshSession {
     // A dead peer may never confirm: don't let cleanup hang a job.
     await Promise.race([gone, new Promise<void>((res) => setTimeout(res, 2000).unref())]);
   }
+}
+
+/** Promisifies one SFTP request; ssh2's synchronous throws (unsupported extension) become rejections. */
+function sftpCall<T = void>(start: (cb: (err: Error | undefined | null, v?: T) => void) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    try {
+      start((err, v) => (err ? reject(err) : resolve(v as T)));
+    } catch (e) {
+      reject(e);
+    }
+  });
+}
+
+/** Ends an SFTP session and waits (bounded) for its channel to close, so its slot is really free. */
+async function endSftp(sftp: SFTPWrapper | undefined): Promise<void> {
+  if (!sftp) return;
+  const closed = new Promise<void>((res) => sftp.once('close', () => res()));
+  sftp.end();
+  await Promise.race([closed, new Promise<void>((res) => setTimeout(res, 2000).unref())]);
 }
 
 /** Keeps the first `max` bytes of a stream and counts the rest. */

@@ -49,7 +49,10 @@ local v = redis.call('GET', KEYS[1])
 if v and cjson.decode(v).token == tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
 return 0`;
 const ACQUIRE = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('GET', KEYS[1]) end
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if ARGV[3] == '' or cjson.decode(cur).jobId ~= ARGV[3] then return cur end
+end
 local token = redis.call('INCR', KEYS[2])
 local h = cjson.decode(ARGV[1])
 h.token = token
@@ -61,7 +64,7 @@ export interface ClusterLocks {
    * Takes the cluster's lock or throws CLUSTER_BUSY naming the job, requester and progress
    * of the holder. Nothing runs for the caller when it throws.
    */
-  acquire(cluster: string, holder: LockHolder): Promise<Lease>;
+  acquire(cluster: string, holder: LockHolder, opts?: { takeoverFrom?: string }): Promise<Lease>;
   /** Who holds the lock now, if anyone (for /etcd jobs and busy messages). */
   holder(cluster: string): Promise<(LockHolder & { token: number }) | undefined>;
 }
@@ -73,8 +76,10 @@ export interface ClusterLocks {
 export function createClusterLocks(redis: Redis, leaseMs = 60000): ClusterLocks {
   const parse = (v: string) => JSON.parse(v) as LockHolder & { token: number };
   return {
-    async acquire(cluster, holder) {
-      const res = await redis.eval(ACQUIRE, 2, key(cluster), fenceKey(cluster), JSON.stringify(holder), String(leaseMs)) as number | string;
+    // takeoverFrom: a job resumed after its worker died takes over its own lock (with a
+    // new token, so the dead worker's lease is fenced off) instead of waiting for it to expire.
+    async acquire(cluster, holder, opts = {}) {
+      const res = await redis.eval(ACQUIRE, 2, key(cluster), fenceKey(cluster), JSON.stringify(holder), String(leaseMs), opts.takeoverFrom ?? '') as number | string;
       if (typeof res === 'string') {
         const h = parse(res);
         throw new MedicError('CLUSTER_BUSY', `cluster busy: job ${h.jobId} by ${h.requester}, ${h.progress}. Nothing of your request ran; try again when it has finished (/etcd jobs)`);

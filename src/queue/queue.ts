@@ -30,7 +30,7 @@ export interface JobQueue extends JobSink {
   /** The BullMQ queue in use now (replaced after a connection that would not recover). */
   readonly queue: Queue;
   /** Wait for a job's report (console adapter). Rejects after timeoutMs. */
-  waitForReport(jobId: string, timeoutMs: number): Promise<Report>;
+  waitForReport(jobId: string, timeoutMs: number, onProgress?: (text: string) => void): Promise<Report>;
   close(): Promise<void>;
 }
 
@@ -93,12 +93,13 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
 
   return {
     get queue() { return producer.queue; },
-    async add(job: JobRequest): Promise<string> {
+    async add(job: JobRequest, addOpts: { jobId?: string } = {}): Promise<string> {
       await ready();
       let timer: NodeJS.Timeout | undefined;
       try {
         const added = await Promise.race([
           producer.queue.add(job.command, job, {
+            jobId: addOpts.jobId,
             attempts: 1,
             removeOnComplete: { age: 7 * 24 * 3600, count: 1000 },
             removeOnFail: { age: 30 * 24 * 3600 },
@@ -114,7 +115,11 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
         clearTimeout(timer);
       }
     },
-    async waitForReport(jobId: string, timeoutMs: number): Promise<Report> {
+    async waitForReport(jobId: string, timeoutMs: number, onProgress?: (text: string) => void): Promise<Report> {
+      const listener = (e: { jobId: string; data: unknown }) => {
+        const text = (e.data as { text?: unknown } | undefined)?.text;
+        if (e.jobId === jobId && typeof text === 'string') onProgress?.(text);
+      };
       // Every step shares one deadline: a Redis blip must not leave the prompt hanging.
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<never>((_, reject) => {
@@ -127,12 +132,14 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
             events = new QueueEvents(name, { connection: eventsConnection });
           }
           await events.waitUntilReady();
+          if (onProgress) events.on('progress', listener);
           const job = await Job.fromId(producer.queue, jobId);
           if (!job) throw new MedicError('INTERNAL', `job ${jobId} is gone from the queue`);
           return (await job.waitUntilFinished(events, timeoutMs)) as Report;
         })()]);
       } finally {
         clearTimeout(timer);
+        events?.off('progress', listener);
       }
     },
     async close(): Promise<void> {

@@ -1,5 +1,6 @@
 import { Worker } from 'bullmq';
 import type { JobRunner } from '../engine/runner';
+import type { Workflow } from '../engine/workflow';
 import type { Notifier, JobRequest, Origin } from '../engine/types';
 import type { Report } from '../engine/report';
 import { DEFAULT_QUEUE, workerConnection } from './queue';
@@ -7,6 +8,8 @@ import { DEFAULT_QUEUE, workerConnection } from './queue';
 export interface JobWorkerOptions {
   redisUrl: string;
   runner: JobRunner;
+  /** Plans and executions of mutating commands. */
+  workflow?: Workflow;
   /** Delivers reports per adapter; the console adapter reads job results itself. */
   notifiers: Partial<Record<Origin['adapter'], Notifier>>;
   /** @defaultValue DEFAULT_QUEUE */
@@ -36,6 +39,16 @@ export function createJobWorker(opts: JobWorkerOptions): JobWorker {
     opts.name ?? DEFAULT_QUEUE,
     async (job) => {
       const jobId = job.id ?? '?';
+      const phase = job.data.phase ?? 'run';
+      if (phase !== 'run') {
+        if (!opts.workflow) throw new Error(`this worker can't run ${phase} jobs (no workflow configured)`);
+        // The workflow posts to chat itself (plan message, thread); the result is for the console.
+        if (phase === 'plan') return opts.workflow.planJob(job.data, jobId);
+        return opts.workflow.executeJob(job.data, jobId, {
+          checkpoint: async (exec) => { await job.updateData({ ...job.data, exec }); },
+          progress: async (text) => { await job.updateProgress({ text, at: Date.now() }).catch(() => undefined); },
+        });
+      }
       const report = await opts.runner.run(job.data, jobId);
       const notifier = opts.notifiers[job.data.origin.adapter];
       if (notifier) await notifier.deliver(job.data.origin, report, { jobId });

@@ -1,5 +1,6 @@
-import { Document, isMap, isScalar, isSeq, parseDocument, Scalar, YAMLSeq } from 'yaml';
+import { Document, isMap, isScalar, isSeq, parseDocument, Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import { MedicError } from '../engine/errors';
+import type { EtcdConfigDoc } from './types';
 
 /** etcd flags as kubeadm writes them: --name=value, or a bare --flag. */
 const FLAG_NAME = /^--[a-z0-9][a-z0-9-]*$/;
@@ -9,9 +10,10 @@ const FLAG_NAME = /^--[a-z0-9][a-z0-9-]*$/;
  * flag at a time. Never text substitution — a sed on an IP also rewrites it inside
  * --initial-cluster and breaks the join (seen by hand, RUNBOOK).
  */
-export class EtcdManifest {
+export class EtcdManifest implements EtcdConfigDoc {
   private constructor(
     private readonly doc: Document,
+    private readonly container: YAMLMap,
     private readonly command: YAMLSeq,
     /** Keep the file's list style: kubeadm writes "- item" at its key's indentation. */
     private readonly indentSeq: boolean,
@@ -30,7 +32,7 @@ export class EtcdManifest {
     }
     const first = (command.items[0] as Scalar).value as string;
     if (!/(^|\/)etcd$/.test(first)) throw invalid(source, `the etcd container runs '${first}', not etcd`);
-    return new EtcdManifest(doc, command, !/^( *)[\w.-]+:\n\1- /m.test(text));
+    return new EtcdManifest(doc, etcd as YAMLMap, command, !/^( *)[\w.-]+:\n\1- /m.test(text));
   }
 
   /** The argv, as kubelet would run it. */
@@ -68,6 +70,37 @@ export class EtcdManifest {
     checkName(name);
     const drop = new Set(this.indexesOf(name));
     this.command.items = this.command.items.filter((_, i) => !drop.has(i));
+    return this;
+  }
+
+  /** metadata.name. kubeadm writes "etcd"; other tools write etcd-<node>. */
+  podName(): string | undefined {
+    const v = this.doc.getIn(['metadata', 'name']);
+    return typeof v === 'string' ? v : undefined;
+  }
+
+  setPodName(name: string): this {
+    this.doc.setIn(['metadata', 'name'], name);
+    return this;
+  }
+
+  annotation(key: string): string | undefined {
+    const v = this.doc.getIn(['metadata', 'annotations', key]);
+    return typeof v === 'string' ? v : undefined;
+  }
+
+  /** Sets an annotation that is already there; a manifest without it stays without. */
+  setAnnotation(key: string, value: string): this {
+    if (this.annotation(key) !== undefined) this.doc.setIn(['metadata', 'annotations', key], value);
+    return this;
+  }
+
+  /** Rewrites httpGet.host of the etcd container's probes (kubeadm points them at the metrics URL's host). */
+  mapProbeHosts(f: (host: string) => string): this {
+    for (const probe of ['livenessProbe', 'readinessProbe', 'startupProbe']) {
+      const host = this.container.getIn([probe, 'httpGet', 'host']);
+      if (typeof host === 'string') this.container.setIn([probe, 'httpGet', 'host'], f(host));
+    }
     return this;
   }
 

@@ -8,7 +8,7 @@ import { renderText } from './render-text';
 export interface ConsoleOptions {
   engine: EngineApi;
   /** Waits for a queued job's report (the queue's waitForReport). */
-  waitForReport(jobId: string, timeoutMs: number): Promise<Report>;
+  waitForReport(jobId: string, timeoutMs: number, onProgress?: (text: string) => void): Promise<Report>;
   input: Readable;
   output: Writable;
   /** "console:<name>", matched against access rules. */
@@ -46,9 +46,15 @@ export function runConsole(opts: ConsoleOptions): Promise<void> {
       const res = await opts.engine.submit({ text, origin });
       if (res.kind === 'rejected') write(`error: ${res.message}`);
       else if (res.kind === 'reply') write(renderText(res.report));
-      else {
+      else if (res.kind === 'decided') {
+        write(`${res.result.ok ? '' : 'refused: '}${res.result.text.replace(/^:no_entry: /, '')}`);
+        // The approval that completes a plan starts it: follow it here, step by step.
+        if (res.result.executeJobId) {
+          write(renderText(await opts.waitForReport(res.result.executeJobId, opts.jobTimeoutMs ?? 600000, (line) => write(line))));
+        }
+      } else {
         write(`queued ${res.summary} (job ${res.jobId})…`);
-        write(renderText(await opts.waitForReport(res.jobId, opts.jobTimeoutMs ?? 120000)));
+        write(renderText(await opts.waitForReport(res.jobId, opts.jobTimeoutMs ?? 120000, (line) => write(line))));
       }
     } catch (e) {
       write(`error: ${describeError(e)}`);

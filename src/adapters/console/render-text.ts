@@ -20,6 +20,9 @@ export function renderText(r: Report): string {
   }
   if (r.notes?.length) out.push('', ...r.notes.map((n) => `- ${n}`));
   if (r.next?.length) out.push('', 'Next:', ...r.next.map((n) => `  ${n}`));
+  if (r.actions) {
+    out.push('', `Decide (typed by another user where approval is needed): ${r.actions.buttons.map((b) => `${b} ${r.actions!.planId}`).join(' | ')}`);
+  }
   if (r.context?.length) out.push('', `(${r.context.join(' · ')})`);
   return out.join('\n');
 }

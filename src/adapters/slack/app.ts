@@ -5,12 +5,12 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { App, LogLevel, type AllMiddlewareArgs, type Logger, type RespondArguments, type SlackCommandMiddlewareArgs } from '@slack/bolt';
+import { App, LogLevel, type AllMiddlewareArgs, type BlockAction, type ButtonAction, type Logger, type RespondArguments, type SlackActionMiddlewareArgs, type SlackCommandMiddlewareArgs } from '@slack/bolt';
 import { retryPolicies, WebClient, type RetryOptions } from '@slack/web-api';
 import { describeError, isMedicError, MedicError } from '../../engine/errors';
 import type { Report } from '../../engine/report';
-import type { EngineApi, Invocation, Notifier, Origin, Prepared } from '../../engine/types';
-import { escapeMrkdwn, renderReport } from './blocks';
+import type { ChatSurface, DecisionResult, EngineApi, Invocation, Notifier, Origin, Prepared } from '../../engine/types';
+import { escapeMrkdwn, PLAN_ACTION_IDS, renderReport } from './blocks';
 
 export interface SlackAppOptions {
   engine: EngineApi;
@@ -55,6 +55,8 @@ export interface SlackApp {
   stop(): Promise<void>;
   /** Posts finished jobs' reports to the channel they were requested from. */
   notifier: Notifier;
+  /** Plan messages, their in-place updates and their threads. */
+  surface: ChatSurface;
   /** Where the HTTP endpoint listens, once started (undefined in Socket Mode). */
   address(): { host: string; port: number; url: string } | undefined;
 }
@@ -73,10 +75,10 @@ function webClientOptions(opts: Pick<SlackAppOptions, 'slackApiUrl' | 'webClient
  */
 export function createSlackWebNotifier(
   opts: Pick<SlackAppOptions, 'botToken' | 'slackApiUrl' | 'webClientRetries' | 'webClientTimeoutMs' | 'logger'>,
-): Notifier {
+): Notifier & { surface: ChatSurface } {
   const logger = opts.logger ? toBoltLogger(opts.logger) : undefined;
   const client = new WebClient(opts.botToken, { ...webClientOptions(opts), logger });
-  return createSlackNotifier(client, logger ?? toBoltLogger(console));
+  return { ...createSlackNotifier(client, logger ?? toBoltLogger(console)), surface: createSlackSurface(client, logger ?? toBoltLogger(console)) };
 }
 
 export function createSlackApp(opts: SlackAppOptions): SlackApp {
@@ -103,6 +105,7 @@ export function createSlackApp(opts: SlackAppOptions): SlackApp {
 
   const logger = app.logger;
   app.command(opts.command ?? '/etcd', createCommandListener(opts.engine));
+  app.action(new RegExp(`^(${Object.values(PLAN_ACTION_IDS).join('|')})$`), createPlanActionListener(opts.engine));
   app.error(async (error) => {
     // The listener answers every error itself; this only keeps Bolt from rethrowing.
     logger.error(`unhandled error: ${describeError(error)}`);
@@ -113,6 +116,7 @@ export function createSlackApp(opts: SlackAppOptions): SlackApp {
   return {
     app,
     notifier: createSlackNotifier(app.client, logger),
+    surface: createSlackSurface(app.client, logger),
     async start() {
       try {
         await app.init();
@@ -186,6 +190,13 @@ export function createCommandListener(engine: EngineApi) {
           }
           return;
         }
+        case 'decision': {
+          await ackOnce(ephemeral(`⏳ ${prepared.decision.action} ${prepared.decision.planId}…`));
+          const result = await engine.decide!(prepared.decision);
+          await applyDecision(client, logger, result);
+          await tellRequester({ respond, client, logger, origin }, result.text);
+          return;
+        }
         default: {
           const unknown: never = prepared;
           throw new Error(`engine returned an unknown result: ${JSON.stringify(unknown)}`);
@@ -205,6 +216,93 @@ export function createCommandListener(engine: EngineApi) {
       }
       await tellRequester({ respond, client, logger, origin }, message);
     }
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Plan buttons
+
+type ActionArgs = SlackActionMiddlewareArgs<BlockAction> & AllMiddlewareArgs;
+
+/**
+ * Approve / Reject / Cancel on a plan message. Bolt has verified the signature and the
+ * timestamp; the engine checks the rest (who, which channel, which message, expiry).
+ */
+export function createPlanActionListener(engine: EngineApi) {
+  return async ({ ack, body, action, respond, client, logger }: ActionArgs): Promise<void> => {
+    await ack();
+    const button = action as ButtonAction;
+    const kind = (Object.entries(PLAN_ACTION_IDS).find(([, id]) => id === button.action_id)?.[0]) as 'approve' | 'reject' | 'cancel' | undefined;
+    const planId = typeof button.value === 'string' ? button.value : '';
+    const say = async (text: string) => {
+      try {
+        await respond({ response_type: 'ephemeral', replace_original: false, text: escapeMrkdwn(text) });
+      } catch (e) {
+        logger.warn(`could not answer ${body.user.id} privately: ${describeError(e)}`);
+      }
+    };
+    if (!kind || !/^[a-z0-9][a-z0-9-]{0,40}$/.test(planId) || !body.channel?.id || !engine.decide) {
+      await say(':x: this button is not one of etcd-medic\'s plan buttons: nothing changed');
+      return;
+    }
+    const origin: Origin = { adapter: 'slack', channel: body.channel.id, user: body.user.id, team: body.team?.id ?? undefined };
+    const message = body.message?.ts ? { channel: body.channel.id, ts: body.message.ts } : undefined;
+    try {
+      const result = await engine.decide({ action: kind, planId, origin, message });
+      await applyDecision(client, logger, result);
+      await say(result.text);
+    } catch (e) {
+      logger.error(`${kind} of plan ${planId} by ${origin.user} failed: ${describeError(e)}`);
+      await say(`:x: could not record your ${kind} of plan ${planId}: ${describeError(e)}. Try again.`);
+    }
+  };
+}
+
+/** The plan message as it is now, and a line in its thread. */
+async function applyDecision(client: WebClient, logger: Logger, r: DecisionResult): Promise<void> {
+  if (!r.update) return;
+  const { text, blocks } = renderReport(r.update.report);
+  try {
+    await client.chat.update({ channel: r.update.message.channel, ts: r.update.message.ts, text, blocks });
+  } catch (e) {
+    logger.warn(`could not update the plan message: ${describeError(e)}`);
+  }
+  if (r.thread) {
+    try {
+      await client.chat.postMessage({ channel: r.update.message.channel, thread_ts: r.update.message.ts, text: escapeMrkdwn(r.thread) });
+    } catch (e) {
+      logger.warn(`could not post to the plan's thread: ${describeError(e)}`);
+    }
+  }
+}
+
+/** Plan messages for workers: post once, update in place, details in the thread. */
+export function createSlackSurface(client: WebClient, logger: Logger): ChatSurface {
+  return {
+    async post(origin, report) {
+      if (origin.adapter !== 'slack') return undefined;
+      const { text, blocks } = renderReport(report);
+      const r = await client.chat.postMessage({ channel: origin.channel, text, blocks, unfurl_links: false, unfurl_media: false });
+      if (!r.ts || !r.channel) throw new MedicError('INTERNAL', 'Slack returned no ts for the plan message');
+      return { channel: r.channel, ts: r.ts };
+    },
+    async update(message, report) {
+      const { text, blocks } = renderReport(report);
+      await client.chat.update({ channel: message.channel, ts: message.ts, text, blocks });
+    },
+    async thread(origin, message, report) {
+      if (origin.adapter !== 'slack') return;
+      const rendered = typeof report === 'string' ? { text: escapeMrkdwn(report), blocks: undefined } : renderReport(report);
+      try {
+        await client.chat.postMessage({
+          channel: message?.channel ?? origin.channel, thread_ts: message?.ts, text: rendered.text, blocks: rendered.blocks,
+          unfurl_links: false, unfurl_media: false,
+        });
+      } catch (e) {
+        logger.warn(`could not post to ${origin.channel}${message ? ` (thread ${message.ts})` : ''}: ${describeError(e)}`);
+        throw e;
+      }
+    },
   };
 }
 

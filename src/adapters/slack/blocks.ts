@@ -85,7 +85,8 @@ function render(input: Report): SlackMessage {
   const fields = fieldBlocks(report.fields, budget);
 
   const head: KnownBlock[] = [header, ...(verdict ? [verdict] : [])];
-  const tail: KnownBlock[] = [notes, next, context].filter((b): b is KnownBlock => b !== undefined);
+  const actions = report.actions ? actionsBlock(report.actions) : undefined;
+  const tail: KnownBlock[] = [notes, next, actions, context].filter((b): b is KnownBlock => b !== undefined);
   const roomForBody = SLACK_LIMITS.blocks - head.length - tail.length - 1; // 1 spare for an "omitted" line
   const body: KnownBlock[] = fields.slice(0, roomForBody);
   let omittedTables = 0;
@@ -327,6 +328,7 @@ interface NormalReport {
   notes: string[];
   next: string[];
   context: string[];
+  actions?: { planId: string; buttons: Array<'approve' | 'reject' | 'cancel'> };
 }
 
 function normalise(r: unknown): NormalReport {
@@ -345,7 +347,29 @@ function normalise(r: unknown): NormalReport {
     notes: list(o.notes).map(toText).filter((s) => s.length > 0),
     next: list(o.next).map(toText).filter((s) => s.length > 0),
     context: list(o.context).map(toText).filter((s) => s.length > 0),
+    actions: isObject(o.actions) && typeof o.actions.planId === 'string'
+      ? { planId: o.actions.planId, buttons: list(o.actions.buttons).filter((b): b is 'approve' | 'reject' | 'cancel' => b === 'approve' || b === 'reject' || b === 'cancel') }
+      : undefined,
   };
+}
+
+/** action_id of plan buttons; the value carries only the plan id, never the plan. */
+export const PLAN_ACTION_IDS = { approve: 'medic_approve', reject: 'medic_reject', cancel: 'medic_cancel' } as const;
+
+function actionsBlock(a: { planId: string; buttons: Array<'approve' | 'reject' | 'cancel'> }): KnownBlock | undefined {
+  if (!a.buttons.length) return undefined;
+  const label = { approve: 'Approve', reject: 'Reject', cancel: 'Cancel' };
+  return {
+    type: 'actions',
+    block_id: `plan-${a.planId}`.slice(0, 255),
+    elements: a.buttons.map((b) => ({
+      type: 'button' as const,
+      action_id: PLAN_ACTION_IDS[b],
+      text: { type: 'plain_text' as const, text: label[b] },
+      value: a.planId,
+      ...(b === 'approve' ? { style: 'primary' as const } : b === 'reject' ? { style: 'danger' as const } : {}),
+    })),
+  } as KnownBlock;
 }
 
 function isObject(x: unknown): x is Record<string, unknown> {

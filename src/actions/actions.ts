@@ -1,0 +1,310 @@
+/**
+ * Executor actions: what each plan step does. Every action checks before it acts, so a
+ * step repeated after a crash (the job resumes at the step that didn't finish) finds its
+ * work done and reports 'skipped' instead of doing it twice.
+ */
+import type { NodeConfig } from '../config/schema';
+import { describeError, isMedicError, MedicError } from '../engine/errors';
+import type { ActionName, StepSpec } from '../engine/plan';
+import type { MemberInfo } from '../exec/types';
+import type { JobResources } from './context';
+import { ensurePki } from './pki-step';
+import { adaptPeerConfig } from '../runtime/flags';
+import { safetySnapshot, SnapshotDeps } from './snapshot-step';
+
+export interface StepOutcome {
+  status: 'done' | 'skipped';
+  /** One line for the thread and the audit trail. */
+  detail: string;
+  /** Values later steps need (e.g. the id etcd gave a new member). */
+  outputs?: Record<string, string>;
+}
+
+export interface ActionContext {
+  res: JobResources;
+  planId: string;
+  requester: string;
+  /** Values earlier steps produced. */
+  outputs: Record<string, string>;
+  /** Progress of a long step (shown on the plan message and in the console). */
+  progress(text: string): void;
+  /** Probe + summarize, for verification steps. */
+  verify(): Promise<{ healthy: boolean; voters: number; learners: number; healthyVoters: number; text: string }>;
+  snapshots?: SnapshotDeps;
+  /** @defaultValue setTimeout-based sleep (tests shorten it) */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** Timeouts by class of step, declared once: changes are quick, waits for health are not. */
+export const STEP_CLASS: Record<ActionName, 'change' | 'wait'> = {
+  'snapshot.safety': 'wait',
+  'etcd.memberRemove': 'change',
+  'etcd.memberAddLearner': 'wait',
+  'etcd.waitLearnerSynced': 'wait',
+  'etcd.memberPromote': 'wait',
+  'etcd.defragment': 'wait',
+  'etcd.alarmDisarm': 'change',
+  'node.stopEtcd': 'wait',
+  'node.moveDataAside': 'change',
+  'node.ensurePki': 'change',
+  'node.writeConfig': 'change',
+  'node.startEtcd': 'wait',
+  'cluster.verify': 'wait',
+};
+export const STEP_TIMEOUT_MS = { change: 60_000, wait: 180_000 };
+
+type Action = (step: StepSpec, ctx: ActionContext) => Promise<StepOutcome>;
+
+const sleepOf = (ctx: ActionContext) => ctx.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+
+function str(step: StepSpec, name: string): string {
+  const v = step.params[name];
+  if (typeof v !== 'string') throw new MedicError('INTERNAL', `step ${step.action}: parameter ${name} missing`);
+  return v;
+}
+
+function hostOf(url: string): string {
+  return new URL(url).host;
+}
+
+/** The member that stands for a node: same peer URL host:port. */
+function memberOf(members: MemberInfo[], node: NodeConfig): MemberInfo | undefined {
+  return members.find((m) => m.peerUrls.some((u) => hostOf(u) === hostOf(node.peerUrl)));
+}
+
+/**
+ * Polls `fn` until it returns a value, with a deadline and bounded backoff; each miss is
+ * reported as progress. Errors listed as retryable by `retryOn` count as misses.
+ */
+export async function poll<T>(
+  ctx: ActionContext, what: string, timeoutMs: number, fn: () => Promise<T | undefined>,
+  retryOn: (e: unknown) => boolean = () => false,
+): Promise<T> {
+  const start = Date.now();
+  let delay = 250;
+  let last = 'not yet';
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (e) {
+      if (!retryOn(e)) throw e;
+      last = describeError(e);
+    }
+    const elapsed = Date.now() - start;
+    if (elapsed >= timeoutMs) throw new MedicError('TIMEOUT', `${what}: gave up after ${Math.round(elapsed / 1000)} s (last: ${last})`);
+    ctx.progress(`${what}: waiting (${Math.round(elapsed / 1000)} s${last !== 'not yet' ? `, last: ${last}` : ''})`);
+    await sleepOf(ctx)(delay);
+    delay = Math.min(delay * 2, 2000);
+  }
+}
+
+const isTransient = (e: unknown) => isMedicError(e) && (e.retryable
+  || /unhealthy cluster|not in sync|can only promote|too many learner|timed out|leader changed/i.test(e.message));
+
+const actions: Record<ActionName, Action> = {
+  'snapshot.safety': async (step, ctx) => {
+    if (ctx.outputs.safetySnapshot) return { status: 'skipped', detail: `safety snapshot ${ctx.outputs.safetySnapshot} already taken` };
+    if (!ctx.snapshots) throw new MedicError('INTERNAL', 'no snapshot store configured in this worker');
+    const exclude = typeof step.params.exclude === 'string' ? [step.params.exclude] : [];
+    const { node, client } = await ctx.res.healthyEtcd({ exclude });
+    const rec = await safetySnapshot(ctx.snapshots, {
+      client, cluster: ctx.res.cluster.name, node, requester: ctx.requester, planId: ctx.planId, reason: step.describe, progress: ctx.progress,
+    });
+    return { status: 'done', detail: rec.detail, outputs: { safetySnapshot: rec.id } };
+  },
+
+  'etcd.memberRemove': async (step, ctx) => {
+    const id = str(step, 'memberId');
+    const exclude = step.node ? [step.node] : [];
+    const { node: via, client } = await ctx.res.healthyEtcd({ exclude });
+    const members = await client.memberList();
+    const target = members.find((m) => m.id === id);
+    if (!target) return { status: 'skipped', detail: `member ${id} is already gone (checked on ${via})` };
+    // Re-check quorum right before acting: the plan's numbers may be minutes old.
+    const voters = members.filter((m) => !m.isLearner && m.id !== id);
+    const quorum = Math.floor(voters.length / 2) + 1;
+    let healthy = 0;
+    for (const m of voters) {
+      const n = ctx.res.cluster.nodes.find((x) => memberOf([m], x));
+      if (!n) continue;
+      const h = await ctx.res.etcd(n.name).then((c) => c.health()).catch(() => ({ healthy: false }));
+      if (h.healthy) healthy++;
+    }
+    if (!target.isLearner && healthy < quorum) {
+      throw new MedicError('UNSAFE', `removing ${id} would leave ${healthy} healthy of ${voters.length} voters, below quorum ${quorum}: refused, nothing removed`);
+    }
+    const after = await client.memberRemove(id);
+    return { status: 'done', detail: `removed member ${id} (${target.name || 'unnamed'}) via ${via}; ${after.length} members left` };
+  },
+
+  'node.stopEtcd': async (step, ctx) => {
+    const node = str(step, 'node');
+    const rt = await ctx.res.runtime(node);
+    const r = await rt.stop({ timeoutMs: STEP_TIMEOUT_MS.wait - 5000, onWait: (ms) => ctx.progress(`stopping etcd on ${node} (${Math.round(ms / 1000)} s)`) });
+    return r === 'already-stopped'
+      ? { status: 'skipped', detail: `etcd on ${node} was already stopped` }
+      : { status: 'done', detail: `etcd on ${node} stopped (${rt.kind})` };
+  },
+
+  'node.moveDataAside': async (step, ctx) => {
+    const node = str(step, 'node');
+    // Never touch the data of a member that is still in the cluster: check it is gone first.
+    const { node: via, client } = await ctx.res.healthyEtcd({ exclude: [node] });
+    const still = memberOf(await client.memberList(), ctx.res.node(node));
+    const allowed = typeof step.params.allowMember === 'string' ? step.params.allowMember : undefined;
+    if (still && still.id !== allowed) {
+      throw new MedicError('UNSAFE', `${node} is still member ${still.id} of the cluster (seen on ${via}): its data is live, refusing to move it aside`);
+    }
+    const rt = await ctx.res.runtime(node);
+    const r = await rt.moveDataAside(`job-${ctx.planId}`);
+    return r.movedTo
+      ? { status: 'done', detail: `old data on ${node} moved to ${r.movedTo} (kept, not deleted)` }
+      : { status: 'skipped', detail: `${node} had no etcd data to move` };
+  },
+
+  'node.ensurePki': async (step, ctx) => {
+    const node = str(step, 'node');
+    return ensurePki(ctx, node);
+  },
+
+  'etcd.memberAddLearner': async (step, ctx) => {
+    const node = ctx.res.node(str(step, 'node'));
+    const { node: via, client } = await ctx.res.healthyEtcd({ exclude: [node.name] });
+    const existing = memberOf(await client.memberList(), node);
+    if (existing) {
+      return { status: 'skipped', detail: `${node.name} is already member ${existing.id}${existing.isLearner ? ' (learner)' : ''}`, outputs: { [`member.${node.name}`]: existing.id } };
+    }
+    const learners = (await client.memberList()).filter((m) => m.isLearner);
+    if (learners.length) throw new MedicError('UNSAFE', `member ${learners[0].id} is still a learner: etcd allows one learner at a time; promote or remove it first`);
+    // etcd refuses a member add for a few seconds after a join ("unhealthy cluster"):
+    // that is a wait, not a failure.
+    const added = await poll(ctx, `adding ${node.name} as a learner`, STEP_TIMEOUT_MS.wait - 10_000, async () => {
+      const again = memberOf(await client.memberList(), node);
+      if (again) return { member: again };
+      return client.memberAdd([node.peerUrl], { isLearner: true });
+    }, isTransient);
+    return { status: 'done', detail: `added ${node.name} as learner ${added.member.id} via ${via}`, outputs: { [`member.${node.name}`]: added.member.id } };
+  },
+
+  'node.writeConfig': async (step, ctx) => {
+    const name = str(step, 'node');
+    const node = ctx.res.node(name);
+    const { node: via, client } = await ctx.res.healthyEtcd({ exclude: [name] });
+    const members = await client.memberList();
+    if (!memberOf(members, node)) throw new MedicError('UNSAFE', `${name} is not a member yet: add it before writing its configuration`);
+    // Every member, the new one under its node name (etcd lists it nameless until it starts).
+    const initialCluster = members.map((m) => {
+      const n = ctx.res.cluster.nodes.find((x) => memberOf([m], x));
+      return `${n?.name ?? m.name}=${m.peerUrls[0]}`;
+    }).join(',');
+    const rt = await ctx.res.runtime(name);
+    let current = await rt.readConfig();
+    let derived = '';
+    if (!current) {
+      const peerRt = await ctx.res.runtime(via);
+      const peer = await peerRt.readConfig();
+      if (!peer) throw new MedicError('REMOTE_FAILED', `${name} has no etcd configuration and neither has ${via} to derive one from`);
+      const doc = rt.parseConfig(peer.doc.toString(), `${via}'s configuration`);
+      adaptPeerConfig(doc, ctx.res.node(via), node);
+      current = { doc, place: 'stopped' };
+      derived = ` (derived from ${via}'s)`;
+    }
+    const doc = current.doc;
+    doc.set('--name', name);
+    doc.set('--initial-cluster', initialCluster);
+    doc.set('--initial-cluster-state', 'existing');
+    // Left in place it would re-form a one-member cluster at every restart.
+    doc.remove('--force-new-cluster');
+    const w = await rt.writeConfig(doc, `job-${ctx.planId}`);
+    return { status: 'done', detail: `${w.path}${derived}: --initial-cluster-state=existing, --initial-cluster=${initialCluster}${w.backup ? `; backup ${w.backup}` : ''}` };
+  },
+
+  'node.startEtcd': async (step, ctx) => {
+    const node = str(step, 'node');
+    const rt = await ctx.res.runtime(node);
+    const r = await rt.start({ timeoutMs: STEP_TIMEOUT_MS.wait - 5000, onWait: (ms) => ctx.progress(`starting etcd on ${node} (${Math.round(ms / 1000)} s)`) });
+    return r === 'already-running'
+      ? { status: 'skipped', detail: `etcd on ${node} was already running` }
+      : { status: 'done', detail: `etcd on ${node} started (${rt.kind})` };
+  },
+
+  'etcd.waitLearnerSynced': async (step, ctx) => {
+    const node = ctx.res.node(str(step, 'node'));
+    const { client: leaderSide } = await ctx.res.healthyEtcd({ exclude: [node.name] });
+    const r = await poll(ctx, `${node.name} catching up`, STEP_TIMEOUT_MS.wait - 10_000, async () => {
+      const member = memberOf(await leaderSide.memberList(), node);
+      if (!member) throw new MedicError('UNSAFE', `${node.name} is no longer a member`);
+      if (!member.isLearner) return 'promoted already';
+      const [mine, theirs] = await Promise.all([ctx.res.etcd(node.name).then((c) => c.status()), leaderSide.status()]);
+      const lag = BigInt(theirs.raftIndex) - BigInt(mine.raftIndex);
+      ctx.progress(`${node.name} (learner) raft index ${mine.raftIndex}, leader side ${theirs.raftIndex}: ${lag > 0n ? `${lag} behind` : 'in sync'}`);
+      return lag <= 5n ? `in sync (raft index ${mine.raftIndex}, leader side ${theirs.raftIndex})` : undefined;
+    }, isTransient);
+    return { status: 'done', detail: `${node.name}: ${r}` };
+  },
+
+  'etcd.memberPromote': async (step, ctx) => {
+    const node = ctx.res.node(str(step, 'node'));
+    const { node: via, client } = await ctx.res.healthyEtcd({ exclude: [node.name] });
+    const member = memberOf(await client.memberList(), node);
+    if (!member) throw new MedicError('UNSAFE', `${node.name} is not a member: nothing to promote`);
+    if (!member.isLearner) return { status: 'skipped', detail: `${node.name} (${member.id}) is already a voting member` };
+    // "can only promote a learner member which is in sync with leader": poll, then promote.
+    await poll(ctx, `promoting ${node.name}`, STEP_TIMEOUT_MS.wait - 10_000, async () => {
+      const m = memberOf(await client.memberList(), node);
+      if (m && !m.isLearner) return true;
+      await client.memberPromote(member.id);
+      return true;
+    }, isTransient);
+    return { status: 'done', detail: `promoted ${node.name} (${member.id}) to voting member via ${via}` };
+  },
+
+  'etcd.defragment': async (step, ctx) => {
+    const node = str(step, 'node');
+    const client = await ctx.res.etcd(node);
+    const before = await client.status();
+    await client.defragment({ deadlineMs: STEP_TIMEOUT_MS.wait - 10_000 });
+    const after = await client.status();
+    return { status: 'done', detail: `${node}: database ${mib(before.dbSize)} → ${mib(after.dbSize)}` };
+  },
+
+  'etcd.alarmDisarm': async (step, ctx) => {
+    const { node: via, client } = await ctx.res.healthyEtcd();
+    const alarms = (await client.alarms()).filter((a) => a.alarm === 'NOSPACE' || a.alarm === 'CORRUPT');
+    if (!alarms.length) return { status: 'skipped', detail: `no alarm raised (checked on ${via})` };
+    for (const a of alarms) await client.alarmDisarm(a.memberId, a.alarm as 'NOSPACE' | 'CORRUPT');
+    return { status: 'done', detail: `disarmed ${alarms.map((a) => `${a.alarm} on ${a.memberId}`).join(', ')} via ${via}` };
+  },
+
+  'cluster.verify': async (step, ctx) => {
+    const want = Number(step.params.voters);
+    const text = await poll(ctx, 'verifying the cluster', STEP_TIMEOUT_MS.wait - 10_000, async () => {
+      const v = await ctx.verify();
+      ctx.progress(`cluster: ${v.text}`);
+      return v.healthy && v.voters === want && v.learners === 0 && v.healthyVoters === want ? v.text : undefined;
+    }, isTransient);
+    return { status: 'done', detail: text };
+  },
+};
+
+export async function runAction(step: StepSpec, ctx: ActionContext): Promise<StepOutcome> {
+  const action = actions[step.action];
+  if (!action) throw new MedicError('INTERNAL', `this worker does not know the action ${step.action} (an older version?)`);
+  const timeoutMs = STEP_TIMEOUT_MS[STEP_CLASS[step.action]];
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      action(step, ctx),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new MedicError('TIMEOUT', `${step.action}${step.node ? ` on ${step.node}` : ''}: no result within ${timeoutMs / 1000} s`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
+}

@@ -1,0 +1,171 @@
+/**
+ * Plans waiting for approval, and what became of them, in the Redis every process shares.
+ * The plan itself is written once and never edited (its hash is what approvers approved);
+ * status and approvals change only through Lua scripts, so two clicks at once can't both
+ * count, and a click after expiry can't slip in.
+ */
+import type { Redis } from 'ioredis';
+import type { Risk } from './command';
+import type { Plan } from './plan';
+import type { Origin } from './types';
+
+export type PlanStatus =
+  | 'pending' | 'approved' | 'rejected' | 'cancelled' | 'expired' | 'superseded'
+  | 'running' | 'succeeded' | 'failed' | 'stopped';
+
+export const FINAL_STATUSES: readonly PlanStatus[] = ['rejected', 'cancelled', 'expired', 'superseded', 'succeeded', 'failed', 'stopped'];
+
+/** Where the plan was posted (Slack: the channel message whose buttons act on it). */
+export interface MessageRef { channel: string; ts: string }
+
+export interface PlanRecord {
+  /** The planning job's id; what users type in /etcd cancel and see as "job N". */
+  id: string;
+  cluster: string;
+  command: string;
+  risk: Exclude<Risk, 'read'>;
+  plan: Plan;
+  hash: string;
+  requester: string;
+  origin: Origin;
+  required: number;
+  createdAt: string;
+  expiresAt: string;
+  /** The plan this one replaces (the cluster changed after approval). */
+  supersedes?: string;
+}
+
+export interface Approval { user: string; at: string }
+
+export interface PlanView extends PlanRecord {
+  status: PlanStatus;
+  approvals: Approval[];
+  message?: MessageRef;
+  executeJobId?: string;
+  /** "step 3/9: etcd.memberAddLearner node3", while running. */
+  progress?: string;
+  cancelRequested?: boolean;
+}
+
+export type ApproveResult =
+  | { kind: 'granted'; count: number }
+  | { kind: 'approved'; count: number }
+  | { kind: 'self' }
+  | { kind: 'again' }
+  | { kind: 'expired' }
+  | { kind: 'missing' }
+  | { kind: 'status'; status: PlanStatus };
+
+const APPROVE = `
+local st = redis.call('GET', KEYS[1])
+if not st then return {'missing'} end
+if st ~= 'pending' then return {'status', st} end
+if tonumber(ARGV[2]) > tonumber(ARGV[5]) then
+  redis.call('SET', KEYS[1], 'expired', 'KEEPTTL')
+  return {'expired'}
+end
+if ARGV[1] == ARGV[6] then return {'self'} end
+local list = redis.call('LRANGE', KEYS[2], 0, -1)
+local prefix = ARGV[1] .. '|'
+for _, a in ipairs(list) do
+  if string.sub(a, 1, #prefix) == prefix then return {'again'} end
+end
+redis.call('RPUSH', KEYS[2], prefix .. ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+local n = #list + 1
+if n >= tonumber(ARGV[4]) then
+  redis.call('SET', KEYS[1], 'approved', 'KEEPTTL')
+  return {'approved', tostring(n)}
+end
+return {'granted', tostring(n)}`;
+
+const TRANSITION = `
+local st = redis.call('GET', KEYS[1])
+if not st then return false end
+for i = 2, #ARGV do
+  if st == ARGV[i] then
+    redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+    return st
+  end
+end
+return false`;
+
+/** How long records are kept after creation (the audit log keeps the history for longer). */
+const RECORD_TTL_MS = 30 * 24 * 3600 * 1000;
+
+export interface ApprovalStore {
+  create(rec: PlanRecord): Promise<void>;
+  get(id: string): Promise<PlanView | undefined>;
+  /** Counts one approval by `user`; refuses the requester, repeats, expired or decided plans. */
+  approve(rec: PlanRecord, user: string, now: Date): Promise<ApproveResult>;
+  /** Moves status from one of `from` to `to`; returns the previous status, or undefined when it was not in `from`. */
+  transition(id: string, from: readonly PlanStatus[], to: PlanStatus): Promise<PlanStatus | undefined>;
+  setMessage(id: string, ref: MessageRef): Promise<void>;
+  setExtra(id: string, extra: { executeJobId?: string; progress?: string }): Promise<void>;
+  requestCancel(id: string): Promise<void>;
+  /** Newest first. */
+  recent(cluster: string, limit: number): Promise<PlanView[]>;
+}
+
+export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): ApprovalStore {
+  const k = (id: string, part: string) => `${prefix}:plan:${id}:${part}`;
+  const ttl = String(RECORD_TTL_MS);
+  const store: ApprovalStore = {
+    async create(rec) {
+      const multi = redis.multi()
+        .set(k(rec.id, 'record'), JSON.stringify(rec), 'PX', RECORD_TTL_MS, 'NX')
+        .set(k(rec.id, 'status'), 'pending', 'PX', RECORD_TTL_MS, 'NX')
+        .zadd(`${prefix}:plans:${rec.cluster}`, Date.parse(rec.createdAt), rec.id);
+      await multi.exec();
+    },
+    async get(id) {
+      const [record, status, approvals, message, extra] = await Promise.all([
+        redis.get(k(id, 'record')), redis.get(k(id, 'status')), redis.lrange(k(id, 'approvals'), 0, -1),
+        redis.get(k(id, 'message')), redis.hgetall(k(id, 'extra')),
+      ]);
+      if (!record || !status) return undefined;
+      return {
+        ...(JSON.parse(record) as PlanRecord),
+        status: status as PlanStatus,
+        approvals: approvals.map((a) => { const i = a.indexOf('|'); return { user: a.slice(0, i), at: a.slice(i + 1) }; }),
+        message: message ? JSON.parse(message) as MessageRef : undefined,
+        executeJobId: extra.executeJobId || undefined,
+        progress: extra.progress || undefined,
+        cancelRequested: extra.cancel === '1',
+      };
+    },
+    async approve(rec, user, now) {
+      const r = await redis.eval(
+        APPROVE, 2, k(rec.id, 'status'), k(rec.id, 'approvals'),
+        user, String(now.getTime()), now.toISOString(), String(rec.required), String(Date.parse(rec.expiresAt)), rec.requester, ttl,
+      ) as string[];
+      switch (r[0]) {
+        case 'granted': return { kind: 'granted', count: Number(r[1]) };
+        case 'approved': return { kind: 'approved', count: Number(r[1]) };
+        case 'status': return { kind: 'status', status: r[1] as PlanStatus };
+        default: return { kind: r[0] as 'self' | 'again' | 'expired' | 'missing' };
+      }
+    },
+    async transition(id, from, to) {
+      const r = await redis.eval(TRANSITION, 1, k(id, 'status'), to, ...from) as string | null;
+      return r ? r as PlanStatus : undefined;
+    },
+    async setMessage(id, ref) {
+      await redis.set(k(id, 'message'), JSON.stringify(ref), 'PX', RECORD_TTL_MS);
+    },
+    async setExtra(id, extra) {
+      const fields = Object.entries(extra).filter(([, v]) => v !== undefined) as [string, string][];
+      if (!fields.length) return;
+      await redis.multi().hset(k(id, 'extra'), Object.fromEntries(fields)).pexpire(k(id, 'extra'), RECORD_TTL_MS).exec();
+    },
+    async requestCancel(id) {
+      await redis.multi().hset(k(id, 'extra'), { cancel: '1' }).pexpire(k(id, 'extra'), RECORD_TTL_MS).exec();
+    },
+    async recent(cluster, limit) {
+      const ids = await redis.zrevrange(`${prefix}:plans:${cluster}`, 0, limit - 1);
+      const views = await Promise.all(ids.map((id) => store.get(id)));
+      return views.filter((v): v is PlanView => !!v);
+    },
+  };
+  return store;
+}

@@ -1,0 +1,121 @@
+/**
+ * Plans: what a mutating command will do, as data. A plan is computed from the live
+ * cluster state, shown verbatim before approval, hashed so an approval binds to exactly
+ * what was shown, stored in the job, and executed step by step from a checkpoint.
+ */
+import { createHash } from 'node:crypto';
+import type { ClusterConfig } from '../config/schema';
+import type { ClusterSnapshot } from '../exec/types';
+import { MedicError } from './errors';
+import type { StatusSummary } from './status-summary';
+
+/** Executor actions, named domain.verb. Each checks before it acts (safe to repeat). */
+export type ActionName =
+  | 'snapshot.safety'
+  | 'etcd.memberRemove'
+  | 'etcd.memberAddLearner'
+  | 'etcd.waitLearnerSynced'
+  | 'etcd.memberPromote'
+  | 'etcd.defragment'
+  | 'etcd.alarmDisarm'
+  | 'node.stopEtcd'
+  | 'node.moveDataAside'
+  | 'node.ensurePki'
+  | 'node.writeConfig'
+  | 'node.startEtcd'
+  | 'cluster.verify';
+
+export type StepParam = string | number | boolean | string[];
+
+export interface StepSpec {
+  action: ActionName;
+  /** The node this step touches, if any. */
+  node?: string;
+  params: Record<string, StepParam>;
+  /** What it will change, in words shown in the plan. */
+  describe: string;
+}
+
+export interface Fact { label: string; value: string }
+
+/** What the approval binds to, besides the steps: if any of it changed, re-plan. */
+export interface PlanBasis {
+  /** "id name voter|learner", sorted. */
+  members: string[];
+  leader: string;
+}
+
+export interface Plan {
+  command: string;
+  cluster: string;
+  args: Record<string, string>;
+  steps: StepSpec[];
+  facts: Fact[];
+  warnings: string[];
+  basis: PlanBasis;
+}
+
+/** What a command's planner returns; the engine adds command, cluster, args and basis. */
+export interface PlanDraft {
+  steps: StepSpec[];
+  facts?: Fact[];
+  warnings?: string[];
+}
+
+/** The live state a planner reads. */
+export interface PlanState {
+  cluster: ClusterConfig;
+  snapshot: ClusterSnapshot;
+  summary: StatusSummary;
+}
+
+export function step(action: ActionName, node: string | undefined, params: Record<string, StepParam>, describe: string): StepSpec {
+  return { action, node, params, describe };
+}
+
+/** A planner's refusal: the plan would be unsafe. Nothing runs; the reason is shown. */
+export function refuse(reason: string): never {
+  throw new MedicError('UNSAFE', reason);
+}
+
+export function basisOf(summary: StatusSummary): PlanBasis {
+  return {
+    members: summary.members.filter((m) => m.id)
+      .map((m) => `${m.id} ${m.name} ${m.isLearner ? 'learner' : 'voter'}`).sort(),
+    leader: summary.leader?.id ?? 'none',
+  };
+}
+
+/** JSON with keys sorted at every level: the same plan always hashes the same. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v as object).sort()
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+export function planHash(plan: Plan): string {
+  return createHash('sha256').update(canonicalJson(plan)).digest('hex');
+}
+
+/** Why two plans differ, in words (shown when an approval no longer matches the cluster). */
+export function planDiff(before: Plan, after: Plan): string[] {
+  const out: string[] = [];
+  const gone = before.basis.members.filter((m) => !after.basis.members.includes(m));
+  const added = after.basis.members.filter((m) => !before.basis.members.includes(m));
+  if (gone.length) out.push(`members no longer there: ${gone.join('; ')}`);
+  if (added.length) out.push(`new members: ${added.join('; ')}`);
+  if (before.basis.leader !== after.basis.leader) out.push(`leader changed: ${before.basis.leader} → ${after.basis.leader}`);
+  if (canonicalJson(before.steps) !== canonicalJson(after.steps)) out.push('the steps changed');
+  return out.length ? out : ['the plan changed'];
+}
+
+/** Quorum arithmetic, shown in plans: voters, quorum, and failures tolerable. */
+export function faultTolerance(voters: number, healthyVoters: number): string {
+  const quorum = Math.floor(voters / 2) + 1;
+  const tolerable = Math.max(0, healthyVoters - quorum);
+  return `${healthyVoters}/${voters} healthy voters, quorum ${quorum}, ${tolerable} failure${tolerable === 1 ? '' : 's'} tolerable`;
+}
