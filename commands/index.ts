@@ -5,6 +5,12 @@ import status from './status';
 import removeMember from './remove-member';
 import addMember from './add-member';
 import replaceMember from './replace-member';
+import defrag from './defrag';
+import alarm from './alarm';
+import alarmDisarm from './alarm-disarm';
+import logs from './logs';
+import jobs from './jobs';
+import audit from './audit';
 
 /** Every subcommand, in the order help lists them. */
-export const commands: readonly CommandDef[] = [status, replaceMember, removeMember, addMember, clusters, help];
+export const commands: readonly CommandDef[] = [status, alarm, logs, replaceMember, removeMember, addMember, defrag, alarmDisarm, jobs, audit, clusters, help];

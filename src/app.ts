@@ -47,6 +47,8 @@ export interface MedicOptions {
   audit?: { key: string; hmacKey?: Buffer };
   /** Lease of the per-cluster lock; a crashed job's lock frees itself after it. @defaultValue 60000 */
   clusterLeaseMs?: number;
+  /** Clock of approvals and plans (tests move it to expire approvals). @defaultValue () => new Date() */
+  now?: () => Date;
 }
 
 export interface Medic {
@@ -96,7 +98,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const sshKey = opts.sshKey;
   const snapshots = { store: createSnapshotStore({ dir: opts.snapshotDir ?? '/var/lib/etcd-medic/snapshots' }) };
   const workflow = createWorkflow({
-    config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots,
+    config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, now: opts.now,
     enqueueExecution: (job, jobId) => queue.add(job, { jobId }),
     openResources: sshKey ? (cluster): ExecutionResources => {
       const res = createJobResources({ cluster, sshKey });

@@ -87,25 +87,24 @@ describe('snapshot store', () => {
   });
 
   it('hides an unfinished snapshot, keeps it while it is written, prunes it once stale', async () => {
+    const live = createSnapshotStore({ dir }); // real clock: staleness is judged by mtime
     const done = await saved();
-    const p = await store.create('prod-eu1', { node: 'node2' });
+    const p = await live.create('prod-eu1', { node: 'node2' });
     writeFileSync(p.tmpPath, 'half');
-    expect((await store.list('prod-eu1')).map((r) => r.id)).toEqual([done.id]);
-    expect(await store.get('prod-eu1', p.id)).toBeUndefined();
+    expect((await live.list('prod-eu1')).map((r) => r.id)).toEqual([done.id]);
+    expect(await live.get('prod-eu1', p.id)).toBeUndefined();
 
-    // Long after, this process still writes it: prune must leave it alone.
-    clock = new Date(clock.getTime() + DAY);
-    await store.prune('prod-eu1', {});
-    expect(files()).toContain(`${p.id}.db.part`);
-
-    // The process died (a new store instance knows nothing of it): stale leftovers go,
-    // including a .db whose .json was never written and a metadata .part.
+    // Stale by mtime, but this process is still writing it: prune must leave it alone.
+    // Also a .db whose .json was never written, and a metadata .part.
     writeFileSync(join(dir, 'prod-eu1', '20231201T000000Z-node9-0000.db'), 'renamed, no metadata');
     writeFileSync(join(dir, 'prod-eu1', '20231201T000000Z-node9-0000.json.part'), '{');
     const old = new Date(Date.now() - 2 * 3_600_000);
-    for (const f of files()) if (!f.startsWith(done.id)) utimesSync(join(dir, 'prod-eu1', f), old, old);
-    const restarted = createSnapshotStore({ dir });
-    expect(await restarted.prune('prod-eu1', {})).toEqual([]);
+    for (const f of files()) utimesSync(join(dir, 'prod-eu1', f), old, old);
+    expect(await live.prune('prod-eu1', {})).toEqual([]);
+    expect(files()).toEqual([`${done.id}.db`, `${done.id}.json`, `${p.id}.db.part`]);
+
+    // The process died (a new store instance knows nothing of it): its leftovers go too.
+    await createSnapshotStore({ dir }).prune('prod-eu1', {});
     expect(files()).toEqual([`${done.id}.db`, `${done.id}.json`]);
   });
 
@@ -135,8 +134,10 @@ describe('snapshot store', () => {
     const r = await saved();
     writeFileSync(join(dir, 'prod-eu1', `${r.id}.json`), '{ not json');
     expect(await store.list('prod-eu1')).toEqual([]);
-    await createSnapshotStore({ dir, now: () => new Date(clock.getTime() + 30 * DAY) }).prune('prod-eu1', { keep: 0 });
-    expect(files()).toContain(`${r.id}.db`);
+    const old = new Date(Date.now() - 2 * 3_600_000);
+    for (const f of files()) utimesSync(join(dir, 'prod-eu1', f), old, old);
+    await createSnapshotStore({ dir }).prune('prod-eu1', { keep: 0 });
+    expect(files()).toEqual([`${r.id}.db`, `${r.id}.json`]);
   });
 
   describe('prune', () => {

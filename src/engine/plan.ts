@@ -36,7 +36,12 @@ export interface StepSpec {
   describe: string;
 }
 
-export interface Fact { label: string; value: string }
+export interface Fact {
+  label: string;
+  value: string;
+  /** Shown but not hashed: numbers that drift with every write (DB sizes) must not void an approval. */
+  volatile?: boolean;
+}
 
 /** What the approval binds to, besides the steps: if any of it changed, re-plan. */
 export interface PlanBasis {
@@ -98,7 +103,8 @@ export function canonicalJson(v: unknown): string {
 }
 
 export function planHash(plan: Plan): string {
-  return createHash('sha256').update(canonicalJson(plan)).digest('hex');
+  const bound = { ...plan, facts: plan.facts.filter((f) => !f.volatile) };
+  return createHash('sha256').update(canonicalJson(bound)).digest('hex');
 }
 
 /** Why two plans differ, in words (shown when an approval no longer matches the cluster). */

@@ -193,7 +193,7 @@ function advise(
   }
   for (const a of alarms) {
     reasons.push(`alarm ${a.alarm} raised on ${a.member}`);
-    if (a.alarm === 'NOSPACE') next.push(`/etcd defrag ${cluster}`, `/etcd alarm ${cluster} disarm`);
+    if (a.alarm === 'NOSPACE') next.push(`/etcd defrag ${cluster}`, `/etcd alarm-disarm ${cluster}`);
   }
   if (verdict !== 'healthy' && next.length === 0) next.push(`/etcd status ${cluster}`);
   return { next: [...new Set(next)], reasons };

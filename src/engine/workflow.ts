@@ -166,10 +166,10 @@ export function createWorkflow(deps: WorkflowDeps) {
     const isRequester = user === rec.requester;
 
     if (d.action === 'approve') {
+      if (isRequester && rec.required > 0) return refuse(`you requested plan ${rec.id}: someone else must approve it`);
       if (!isApprover && !(rec.required === 0 && isRequester)) {
         return refuse(`you may not approve ${rec.risk} plans on ${rec.cluster} (access.${rec.risk}.approvers in clusters.yaml)`);
       }
-      if (isRequester && rec.required > 0) return refuse(`you requested plan ${rec.id}: someone else must approve it`);
       const r = await deps.approvals.approve(rec.required === 0 ? { ...rec, required: 1, requester: '\u0000none' } : rec, user, now());
       switch (r.kind) {
         case 'self': return refuse(`you requested plan ${rec.id}: someone else must approve it`);

@@ -5,7 +5,7 @@
  */
 import {
   AlarmAction, AlarmType, ClientClosedError, Etcd3, EtcdPermissionDeniedError, GRPCCancelledError,
-  GRPCDeadlineExceededError, GRPCUnauthenticatedError, GRPCUnavailableError, IOptions,
+  GRPCDeadlineExceededError, GRPCUnauthenticatedError, GRPCUnavailableError, IOptions, IResponseHeader, ISnapshotResponse,
 } from 'etcd3';
 import { ErrorCode, isMedicError, MedicError } from '../engine/errors';
 import { Alarm, EndpointStatus, MemberInfo } from './types';
@@ -79,6 +79,9 @@ function toMember(m: RawMember): MemberInfo {
     isLearner: Boolean(m.isLearner),
   };
 }
+
+/** What etcd3 returns for the snapshot stream at runtime: a grpc-js ClientReadableStream. */
+type SnapshotStream = NodeJS.ReadableStream & { cancel(): void };
 
 type FaultPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 
@@ -182,25 +185,39 @@ export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberCl
       await client.kv.put({ key: Buffer.from(key), value: Buffer.from(value) }, opts);
     }),
 
+    // etcd (3.4 and 3.5 at least) sends no header in snapshot responses, whatever the proto
+    // comment says: the revision and member id are then unknown here ('0' and ''); read the
+    // revision from the file (`snapshot status`) and the member from status() instead.
     snapshot: (sink, d) => callWithin(d?.deadlineMs ?? 10 * 60_000, 'snapshot', async (opts) => {
-      const stream = await client.maintenance.snapshot(opts);
+      const stream = (await client.maintenance.snapshot(opts)) as unknown as SnapshotStream;
       return new Promise<{ revision: string; memberId: string; bytes: number }>((resolve, reject) => {
-        let revision: string | undefined;
-        let memberId = '';
+        let header: IResponseHeader | undefined;
         let bytes = 0;
+        let failed = false;
         let chain = Promise.resolve();
-        stream.on('data', (r) => {
-          if (revision === undefined) {
-            revision = String(r.header.revision);
-            memberId = hexId(r.header.member_id);
-          }
+        const fail = (e: unknown) => {
+          if (failed) return;
+          failed = true;
+          stream.cancel(); // a failed sink must not leave etcd streaming the rest to nobody
+          reject(e);
+        };
+        stream.on('data', (r: ISnapshotResponse) => {
+          if (failed) return;
+          header ??= (r.header as IResponseHeader | null) ?? undefined;
           const blob = Buffer.from(r.blob);
           bytes += blob.length;
-          chain = chain.then(() => sink(blob));
-          chain.catch(reject);
+          // Backpressure: read no more (grpc-js then stops opening etcd's flow-control
+          // window) until the sink has taken this chunk; memory stays bounded.
+          stream.pause();
+          chain = chain.then(() => sink(blob)).then(() => { if (!failed) stream.resume(); }, fail);
         });
-        stream.on('error', reject);
-        stream.on('end', () => { chain.then(() => resolve({ revision: revision ?? '0', memberId, bytes }), reject); });
+        stream.on('error', fail);
+        stream.on('end', () => {
+          void chain.then(() => {
+            if (failed) return;
+            resolve({ revision: header ? String(header.revision) : '0', memberId: header ? hexId(header.member_id) : '', bytes });
+          });
+        });
       });
     }),
 

@@ -130,7 +130,8 @@ function nodeLabel(s: SshSession): string {
 
 // ---------------------------------------------------------------- what kubeadm makes
 
-interface CertSpec {
+/** What a leaf certificate must say. */
+export interface CertSpec {
   subject: string;
   commonName: string;
   dnsNames: string[];

@@ -89,7 +89,8 @@ function runStatus(tool: SnapshotTool, path: string, timeoutMs: number): Promise
       env: { PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ETCDCTL_API: '3' },
     }, (err, stdout, stderr) => {
       const e = err as (NodeJS.ErrnoException & { killed?: boolean }) | null;
-      done({ missing: e?.code === 'ENOENT' && typeof e.code === 'string', code: e?.code ?? undefined, killed: e?.killed, stdout: String(stdout), stderr: String(stderr) });
+      // A string code is ours (spawn failed, output too large); a number is the tool's exit status.
+      done({ missing: e?.code === 'ENOENT', code: e?.code ?? undefined, killed: e?.killed, stdout: String(stdout), stderr: String(stderr) });
     });
   });
 }
@@ -120,6 +121,9 @@ export async function inspectSnapshot(path: string, o: InspectOptions = {}): Pro
     if (r.missing) continue;
     if (r.killed) {
       throw new MedicError('SNAPSHOT_FAILED', `${tool} snapshot status ${file} did not finish within ${timeoutMs} ms: a very large database or a slow disk on the bot's host; raise the inspect timeout and retry`, true);
+    }
+    if (typeof r.code === 'string') {
+      throw new MedicError('SNAPSHOT_FAILED', `could not run ${tool} on the bot's host (${r.code}): check its installation, or remove it from PATH so another tool is used`);
     }
     if (r.code !== undefined) throw invalid(file, `${tool} snapshot status failed: ${firstLine(r.stderr || r.stdout)}`);
     try {

@@ -118,14 +118,25 @@ function advice(o: SaveSnapshotOptions, e: unknown): { hint: string; retryable: 
   return { hint: `retry; if it fails again, snapshot another healthy member (/etcd status ${o.cluster})`, retryable: isMedicError(e) && e.retryable };
 }
 
+/** The first error with an errno code (ENOSPC…) in a chain of causes. */
+function errnoCause(e: unknown): NodeJS.ErrnoException | undefined {
+  for (let c = e, depth = 0; c instanceof Error && depth < 5; c = c.cause, depth++) {
+    const code = (c as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return c;
+  }
+  return undefined;
+}
+
 function failure(o: SaveSnapshotOptions, e: unknown, sinkError: unknown): MedicError {
   const what = `${o.kind} snapshot of ${o.node} (cluster ${o.cluster})`;
   if (isMedicError(e) && e.code === 'SNAPSHOT_INVALID') {
     return new MedicError('SNAPSHOT_INVALID', `${what} was refused and deleted: ${e.message}. If another member's snapshot is refused too, stop and investigate; check ${o.node} for a CORRUPT alarm (/etcd status ${o.cluster})`, false, { cause: e });
   }
-  // A disk error inside the sink reaches us wrapped as an etcd error: advise on the real one.
-  const { hint, retryable } = advice(o, sinkError ?? e);
-  return new MedicError('SNAPSHOT_FAILED', `${what} failed, nothing was kept: ${describeError(sinkError ?? e)}. Next: ${hint}`, retryable, { cause: e });
+  // A disk error while writing reaches us wrapped as an etcd error: report and advise on it.
+  const local = sinkError ?? errnoCause(e);
+  const { hint, retryable } = advice(o, local ?? e);
+  const why = local ? `writing ${o.store.dir} on the bot's host: ${describeError(local)}` : describeError(e);
+  return new MedicError('SNAPSHOT_FAILED', `${what} failed, nothing was kept: ${why}. Next: ${hint}`, retryable, { cause: e });
 }
 
 /**

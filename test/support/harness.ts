@@ -10,6 +10,8 @@ import { LAB_DIR, labConfigPath } from './lab';
 
 export const SIGNING_SECRET = 'test-signing-secret-0123456789abcdef';
 export const LAB_CHANNEL = 'CLAB00001';
+/** Snapshots the bot takes during tests (safety snapshots). */
+export const TEST_SNAPSHOT_DIR = `/tmp/etcd-medic-test-snapshots-${process.pid}`;
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6399';
 
 export interface Harness {
@@ -32,17 +34,30 @@ let seq = 0;
  * The whole bot as production wires it — Bolt's HTTP receiver, BullMQ queue and worker on
  * the test Redis, SSH to the lab — with Slack's Web API replaced by the local fake.
  */
-export async function startHarness(opts: { mutateConfig?: (c: MedicConfig) => void; redisUrl?: string } = {}): Promise<Harness> {
+export interface HarnessOptions {
+  mutateConfig?: (c: MedicConfig) => void;
+  redisUrl?: string;
+  /** Run a worker in the test process. @defaultValue true */
+  worker?: boolean;
+  queueName?: string;
+  now?: () => Date;
+}
+
+export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
   const fake = new FakeSlack();
   await fake.start();
   const config = loadConfig(labConfigPath());
   opts.mutateConfig?.(config);
-  const queueName = `t-${process.pid}-${Date.now()}-${seq++}`;
+  const queueName = opts.queueName ?? `t-${process.pid}-${Date.now()}-${seq++}`;
   const medic = await startMedic({
     config,
     redisUrl: opts.redisUrl ?? TEST_REDIS_URL,
     queueName,
-    worker: true,
+    worker: opts.worker ?? true,
+    snapshotDir: TEST_SNAPSHOT_DIR,
+    now: opts.now,
+    // A fresh audit log per harness: tests verify the chain they wrote.
+    audit: { key: `t-audit-${queueName}` },
     sshKey: readFileSync(join(LAB_DIR, 'bot_id_ed25519')),
     slack: { serve: true, botToken: fake.token, signingSecret: SIGNING_SECRET, apiUrl: fake.url, port: 0, host: '127.0.0.1', webClientRetries: 0 },
     log: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
