@@ -11,6 +11,9 @@ import alarmDisarm from './alarm-disarm';
 import logs from './logs';
 import jobs from './jobs';
 import audit from './audit';
+import approve from './approve';
+import reject from './reject';
+import cancel from './cancel';
 
 /** Every subcommand, in the order help lists them. */
-export const commands: readonly CommandDef[] = [status, alarm, logs, replaceMember, removeMember, addMember, defrag, alarmDisarm, jobs, audit, clusters, help];
+export const commands: readonly CommandDef[] = [status, alarm, logs, replaceMember, removeMember, addMember, defrag, alarmDisarm, approve, reject, cancel, jobs, audit, clusters, help];

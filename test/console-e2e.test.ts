@@ -6,6 +6,8 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { LAB_DIR, labConfigPath, leaderName, memberIdsByName, waitLabHealthy } from './support/lab';
+
+jest.setTimeout(300_000);
 import { TEST_REDIS_URL } from './support/harness';
 
 const MAIN = join(__dirname, '..', 'dist', 'src', 'main.js');
@@ -60,6 +62,49 @@ describe('console adapter', () => {
     expect(out).toContain("error: unknown cluster 'nosuch': known clusters are lab, lab-botcert");
     expect(out).toMatch(/error: argument "lab;id" is not allowed/);
     expect(out).toMatch(/lab\s+node1, node2, node3/);
+  });
+
+  it('runs a destructive plan only after a second named user approves it at another console', async () => {
+    const queue = `console-approval-${process.pid}-${Date.now()}`;
+    const shared = { MEDIC_QUEUE: queue, MEDIC_AUDIT_KEY: `t-audit-${queue}`, MEDIC_SNAPSHOT_DIR: `/tmp/etcd-medic-test-snapshots-${process.pid}` };
+    const oldIds = await memberIdsByName();
+    // Alice asks, sees the plan, and can't approve it herself.
+    const alice = spawn(process.execPath, [MAIN], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin', MEDIC_CONFIG: labConfigPath(), MEDIC_SSH_KEY_FILE: join(LAB_DIR, 'bot_id_ed25519'),
+        REDIS_URL: TEST_REDIS_URL, MEDIC_CONSOLE_USER: 'console:alice', LOG_LEVEL: 'warn', ...shared,
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let aliceOut = '';
+    alice.stdout.on('data', (d) => { aliceOut += d; });
+    const aliceDone = new Promise<number | null>((resolve) => alice.on('exit', resolve));
+    try {
+      alice.stdin.write('replace-member lab node3\n');
+      const until = Date.now() + 60_000;
+      while (!/approve (\d+)/.test(aliceOut) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      const id = /approve (\d+)/.exec(aliceOut)?.[1];
+      expect(id).toBeDefined();
+      expect(aliceOut).toContain('== etcd replace-member — lab (job');
+      expect(aliceOut).toContain('Fault tolerance before: 3/3 healthy voters, quorum 2, 1 failure tolerable');
+      alice.stdin.write(`approve ${id}\nquit\n`);
+      expect(await aliceDone).toBe(0);
+      expect(aliceOut).toMatch(new RegExp(`refused: you requested plan ${id}: someone else must approve it`));
+      expect((await memberIdsByName()).node3).toBe(oldIds.node3);
+
+      // Bob approves from his own console and follows the steps there.
+      const bob = await runConsole(`approve ${id}\nquit\n`, { MEDIC_CONSOLE_USER: 'console:bob', ...shared }, 240_000);
+      expect(bob.code).toBe(0);
+      expect(bob.out).toContain(`you approved plan ${id}: it runs now`);
+      for (let i = 1; i <= 11; i++) expect(bob.out).toMatch(new RegExp(`step ${i}/11: `));
+      expect(bob.out).toMatch(/done: all 11 steps ran/);
+      const ids = await memberIdsByName();
+      expect(Object.keys(ids).sort()).toEqual(['node1', 'node2', 'node3']);
+      expect(ids.node3).not.toBe(oldIds.node3);
+    } finally {
+      if (alice.exitCode === null) alice.kill('SIGKILL');
+      await waitLabHealthy();
+    }
   });
 
   it('refuses to start with a config error naming the field', async () => {

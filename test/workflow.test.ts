@@ -1,0 +1,191 @@
+/**
+ * The plan/approve/execute workflow against a real Redis (approvals, lock, audit chain),
+ * with the cluster and the executor actions replaced: the probe returns a described
+ * state and each step is a controllable stand-in. What is checked is what the workflow
+ * decides — who may approve, when it stops, where it resumes — and what it records.
+ */
+import IORedis, { Redis } from 'ioredis';
+import { createAuditLog } from '../src/audit/audit-log';
+import { commands } from '../commands';
+import { configSchema, MedicConfig } from '../src/config/schema';
+import { createApprovalStore } from '../src/engine/approvals';
+import type { StepSpec } from '../src/engine/plan';
+import type { ChatSurface, ExecCheckpoint, JobRequest, Origin } from '../src/engine/types';
+import { createWorkflow, ExecutionResources } from '../src/engine/workflow';
+import { createClusterLocks } from '../src/locks/cluster-lock';
+import { clusterConfig, snapshotOf, ClusterDescription } from './support/plan-state';
+import { TEST_REDIS_URL } from './support/harness';
+
+const slack = (user: string, channel = 'C0INCIDENT'): Origin => ({ adapter: 'slack', channel, user });
+
+interface Fixture {
+  redis: Redis;
+  wf: ReturnType<typeof createWorkflow>;
+  ran: string[];
+  posted: string[];
+  enqueued: Array<{ job: JobRequest; id: string }>;
+  gates: Map<number, Promise<void>>;
+  state: { d: ClusterDescription };
+  config: MedicConfig;
+  prefix: string;
+  audit: ReturnType<typeof createAuditLog>;
+  approvals: ReturnType<typeof createApprovalStore>;
+  locks: ReturnType<typeof createClusterLocks>;
+}
+
+let n = 0;
+function fixture(access: Record<string, unknown>): Fixture {
+  const redis = new IORedis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
+  const prefix = `wf-${process.pid}-${Date.now()}-${n++}`;
+  const cluster = clusterConfig({ access });
+  const config = configSchema.parse({ clusters: [{ ...cluster }] });
+  const state = { d: {} as ClusterDescription };
+  const ran: string[] = [];
+  const posted: string[] = [];
+  const enqueued: Fixture['enqueued'] = [];
+  const gates = new Map<number, Promise<void>>();
+  const surface: ChatSurface = {
+    post: async (_o, r) => { posted.push(`post ${r.title}: ${r.verdict?.text}`); return { channel: 'C0INCIDENT', ts: `${Date.now()}.000100` }; },
+    update: async (_m, r) => { posted.push(`update ${r.verdict?.text}`); },
+    thread: async (_o, _m, r) => { posted.push(`thread ${typeof r === 'string' ? r : `${r.title}: ${r.verdict?.text}`}`); },
+  };
+  const audit = createAuditLog(redis, { key: `${prefix}:audit` });
+  const approvals = createApprovalStore(redis, prefix);
+  const locks = createClusterLocks(redis, 60000);
+  const resources = (): ExecutionResources => ({
+    async run(step: StepSpec, ctx) {
+      const i = ctx.outputs.count ? Number(ctx.outputs.count) : 0;
+      await gates.get(ran.length);
+      ran.push(`${step.action} ${step.node ?? ''}`.trim());
+      return { status: 'done', detail: `ran ${step.action}`, outputs: { count: String(i + 1) } };
+    },
+    takeCommands: () => [],
+    close: async () => undefined,
+  });
+  const wf = createWorkflow({
+    config, commands, approvals, locks, audit, surfaces: { slack: surface },
+    probe: async (c) => snapshotOf(c, state.d),
+    enqueueExecution: async (job, id) => { enqueued.push({ job, id }); return id; },
+    openResources: resources,
+    renewEveryMs: 500,
+  });
+  return { redis, wf, ran, posted, enqueued, gates, state, config, prefix, audit, approvals, locks };
+}
+
+function io(checkpoints: ExecCheckpoint[] = []) {
+  return { checkpoint: async (e: ExecCheckpoint) => { checkpoints.push(JSON.parse(JSON.stringify(e))); }, progress: async () => undefined };
+}
+
+const DESTRUCTIVE = { destructive: { requesters: ['*'], approvers: ['U0BOB', 'U0CAROL'] }, mutating: { requesters: ['*'], approvers: ['U0BOB'] } };
+
+describe('workflow', () => {
+  const fixtures: Fixture[] = [];
+  const make = (access: Record<string, unknown> = DESTRUCTIVE) => { const f = fixture(access); fixtures.push(f); return f; };
+  afterAll(async () => { for (const f of fixtures) f.redis.disconnect(); });
+
+  async function planned(f: Fixture, text: string, user = 'U0ALICE', jobId = '7') {
+    const [command, ...args] = text.split(' ');
+    const def = commands.find((c) => c.id === command)!;
+    const values = ['prod-eu1', ...args];
+    const named = Object.fromEntries(def.args.map((a, i) => [a.name, values[i] ?? a.default]).filter(([, v]) => v !== undefined));
+    const job: JobRequest = { command, args: named, cluster: 'prod-eu1', origin: slack(user), requestedAt: new Date().toISOString(), phase: 'plan' };
+    return f.wf.planJob(job, jobId);
+  }
+
+  it('counts distinct approvals atomically: two approvers at once start the plan exactly once', async () => {
+    const f = make({ ...DESTRUCTIVE, destructive: { requesters: ['*'], approvers: ['U0BOB', 'U0CAROL'], approvals: 1 } });
+    f.state.d = { down: ['node3'] };
+    await planned(f, 'replace-member node3');
+    const [a, b] = await Promise.all([
+      f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') }),
+      f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0CAROL') }),
+    ]);
+    expect([a.ok, b.ok].sort()).toEqual([false, true]);
+    expect([a.text, b.text].join('\n')).toMatch(/is approved: it can't be approved any more/);
+    expect(f.enqueued).toHaveLength(1);
+    expect(f.enqueued[0].id).toBe('x7');
+  });
+
+  it('runs an approved plan step by step, checkpointing each, and records every step in a chain that verifies', async () => {
+    const f = make();
+    f.state.d = { down: ['node3'] };
+    await planned(f, 'replace-member node3');
+    expect((await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') })).ok).toBe(true);
+    const checkpoints: ExecCheckpoint[] = [];
+    const report = await f.wf.executeJob(f.enqueued[0].job, 'x7', io(checkpoints));
+    expect(report.verdict?.text).toMatch(/^done: all 11 steps ran/);
+    expect(f.ran).toHaveLength(11);
+    expect(f.ran[1]).toBe('etcd.memberRemove node3');
+    expect(checkpoints.map((c) => c.cursor)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect((await f.approvals.get('7'))!.status).toBe('succeeded');
+    expect(await f.locks.holder('prod-eu1')).toBeUndefined();
+    const v = await f.audit.verify();
+    expect(v.problems).toEqual([]);
+    const types = (await f.audit.recent({ limit: 100 })).map((e) => e.type);
+    expect(types.filter((t) => t === 'step.succeeded')).toHaveLength(11);
+    expect(types).toEqual(expect.arrayContaining(['job.requested', 'job.planned', 'approval.granted', 'job.started', 'job.succeeded']));
+  });
+
+  it('cancel stops a running plan between steps and reports what ran', async () => {
+    const f = make();
+    f.state.d = { down: ['node3'] };
+    await planned(f, 'replace-member node3');
+    await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') });
+    let release!: () => void;
+    f.gates.set(2, new Promise<void>((r) => { release = r; }));
+    const running = f.wf.executeJob(f.enqueued[0].job, 'x7', io());
+    while (f.ran.length < 2) await new Promise((r) => setTimeout(r, 20));
+    const c = await f.wf.decide({ action: 'cancel', planId: '7', origin: slack('U0ALICE') });
+    expect(c.text).toMatch(/will stop after its current step/);
+    release();
+    const report = await running;
+    expect(f.ran).toHaveLength(3);
+    expect(report.verdict?.text).toMatch(/cancelled before step 4\/11: .*steps 1-3 ran, the rest did not/);
+    expect((await f.approvals.get('7'))!.status).toBe('stopped');
+    expect(await f.locks.holder('prod-eu1')).toBeUndefined();
+  });
+
+  it('a second mutating request while one holds the cluster is told busy, and nothing of it is planned', async () => {
+    const f = make();
+    const lease = await f.locks.acquire('prod-eu1', { jobId: '41', requester: 'U0DAVE', progress: 'step 3/7: node.startEtcd node2' });
+    try {
+      const r = await planned(f, 'defrag', 'U0ALICE', '8');
+      expect(r.verdict?.text).toBe('cluster busy: job 41 by U0DAVE, step 3/7: node.startEtcd node2. Nothing of your request ran; try again when it has finished (/etcd jobs prod-eu1)');
+      expect(await f.approvals.get('8')).toBeUndefined();
+    } finally {
+      await lease.release();
+    }
+  });
+
+  it('a resumed job takes over its own lock and continues at the checkpoint, never repeating finished steps', async () => {
+    const f = make();
+    f.state.d = { down: ['node3'] };
+    await planned(f, 'replace-member node3');
+    await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') });
+    // The dead worker's lease is still there, and the job's data says steps 1-4 finished.
+    await f.approvals.transition('7', ['approved'], 'running');
+    await f.locks.acquire('prod-eu1', { jobId: '7', requester: 'U0ALICE', progress: 'step 5/11' });
+    const job = { ...f.enqueued[0].job, exec: { cursor: 4, outputs: {}, resumes: 0, startedAt: new Date().toISOString(), states: [] } };
+    const report = await f.wf.executeJob(job, 'x7', io());
+    expect(report.verdict?.text).toMatch(/^done/);
+    expect(f.ran).toHaveLength(7);
+    expect(f.ran[0]).toBe('node.ensurePki node3');
+    const resumed = (await f.audit.recent({ limit: 100 })).find((e) => e.type === 'job.resumed');
+    expect(resumed?.data).toMatchObject({ fromStep: 5, total: 11 });
+  });
+
+  it('a mutating plan is confirmed by its requester; a destructive one needs someone else', async () => {
+    const f = make();
+    await planned(f, 'defrag');
+    const r = await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0ALICE') });
+    expect(r.text).toMatch(/it runs now/);
+    const g = make();
+    g.state.d = { down: ['node3'] };
+    await planned(g, 'remove-member node3');
+    expect((await g.wf.decide({ action: 'approve', planId: '7', origin: slack('U0ALICE') })).text).toMatch(/someone else must approve it/);
+    expect((await g.wf.decide({ action: 'reject', planId: '7', origin: slack('U0MALLORY') })).text).toMatch(/only the requester or an approver/);
+    expect((await g.wf.decide({ action: 'reject', planId: '7', origin: slack('U0CAROL') })).text).toMatch(/you rejected plan 7; nothing ran/);
+    expect((await g.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') })).text).toMatch(/is rejected/);
+    expect(g.enqueued).toHaveLength(0);
+  });
+});
