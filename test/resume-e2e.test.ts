@@ -7,7 +7,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
-import { endpointHealth, hostEtcdctl, labNode, labSh, memberIdsByName, memberList, pollUntil, run, waitLabHealthy, LAB_DIR, labConfigPath } from './support/lab';
+import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, labNode, labSh, memberIdsByName, memberList, pollUntil, run, waitLabHealthy, LAB_DIR, labConfigPath } from './support/lab';
 import { Harness, LAB_CHANNEL, startHarness, TEST_REDIS_URL, TEST_SNAPSHOT_DIR } from './support/harness';
 import { click, threadText, waitPlanMessage } from './support/plans';
 
@@ -69,7 +69,8 @@ describe('a worker killed in the middle of add-member', () => {
     // node3 leaves the cluster the way a failed member is removed by hand; its etcd then
     // keeps failing to start (it was removed), as on a real node.
     const ids = await memberIdsByName();
-    await hostEtcdctl(['member', 'remove', ids.node3], [labNode('node1').clientUrl]);
+    // etcd refuses membership changes for a few seconds after a member joined: retry.
+    await pollUntil('member remove accepted', async () => (await hostEtcdctlRaw(['member', 'remove', ids.node3], [labNode('node1').clientUrl])).code === 0, 30_000, 1000);
     await pollUntil('node3 out of the member list', async () => !(await memberList([labNode('node1').clientUrl])).some((m) => m.id === ids.node3), 30_000);
 
     const a = startWorker(env);
