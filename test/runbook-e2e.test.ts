@@ -167,4 +167,31 @@ describe('runbooks with approvals (lab)', () => {
       await waitLabHealthy();
     }
   });
+
+  it('tails a node\'s etcd log, lists jobs, and defragments one member at a time with the leader last', async () => {
+    await waitLabHealthy();
+    await h.slash('logs lab node2 20', { user: ALICE });
+    const logs = await h.nextMessage(/etcd logs — lab node2/);
+    // etcd's own log lines, read over SSH from the node's CRI log files.
+    expect(logs.blocks).toMatch(/\d\d:\d\d:\d\d/);
+    expect(logs.blocks.toLowerCase()).toMatch(/raft|etcd|member|peer/);
+
+    const leader = await leaderName();
+    const before = h.fake.messages(LAB_CHANNEL).length;
+    await h.slash('defrag lab', { user: ALICE });
+    const plan = await waitPlanMessage(h, /etcd defrag — lab/, before);
+    const planId = planIdOf(plan);
+    const text = blocksText(plan.blocks ?? []);
+    const order = [...text.matchAll(/etcd\.defragment\s+(node\d)/g)].map((m) => m[1]);
+    expect(order).toHaveLength(3);
+    expect(order[2]).toBe(leader);
+    // Mutating: the requester confirms it herself.
+    expect((await click(h, plan, 'approve', ALICE)).reply).toMatch(/it runs now/);
+    await h.fake.waitFor(() => /done: all 4 steps ran/.test(threadText(h, plan.ts)) || undefined, 120_000);
+    expect(threadText(h, plan.ts)).toMatch(/step 3\/4: etcd\.defragment .*database/);
+
+    await h.slash('jobs lab', { user: CAROL });
+    const jobs = await h.nextMessage(/etcd jobs — lab/);
+    expect(jobs.blocks).toMatch(new RegExp(`\\b${planId}\\s+defrag\\s+succeeded`));
+  });
 });
