@@ -3,6 +3,8 @@
 # the bot in its embedded console mode against the lab (no Slack needed).
 #   bash scripts/quickstart.sh            # then type: status lab
 # Stop the lab and Redis afterwards with: bash scripts/quickstart.sh down
+# A second console (another user, e.g. to approve a plan) against the running lab and Redis:
+#   MEDIC_CONSOLE_USER=console:bob bash scripts/quickstart.sh console
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAB_DIR=${LAB_DIR:-/var/lib/etcd-medic-lab}
@@ -13,6 +15,21 @@ if [ "${1:-}" = down ]; then
   bash lab/lab.sh down
   if [ -f "$REDIS_PIDFILE" ]; then kill "$(cat "$REDIS_PIDFILE")" 2>/dev/null || true; rm -f "$REDIS_PIDFILE"; fi
   exit 0
+fi
+
+start_console() {
+  MEDIC_CONFIG="$LAB_DIR/clusters.yaml" \
+  MEDIC_SSH_KEY_FILE="$LAB_DIR/bot_id_ed25519" \
+  REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+  MEDIC_ROLE=console \
+  exec node dist/src/main.js
+}
+
+if [ "${1:-}" = console ]; then
+  # No setup and no lab.sh up: that would rebuild a lab someone is repairing.
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || { echo "quickstart: Redis is not running: run bash scripts/quickstart.sh first" >&2; exit 1; }
+  [ -f "$LAB_DIR/clusters.yaml" ] || { echo "quickstart: no lab: run bash scripts/quickstart.sh first" >&2; exit 1; }
+  start_console
 fi
 
 bash scripts/setup.sh
@@ -28,8 +45,6 @@ bash lab/lab.sh up
 
 echo "quickstart: starting etcd-medic in console mode (try: status lab, help, clusters; quit to leave)"
 echo "quickstart: break the lab from another shell, e.g. bash lab/lab.sh stop-node node3"
-MEDIC_CONFIG="$LAB_DIR/clusters.yaml" \
-MEDIC_SSH_KEY_FILE="$LAB_DIR/bot_id_ed25519" \
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-MEDIC_ROLE=console \
-exec node dist/src/main.js
+echo "quickstart: a repair with approval: replace-member lab node3, then approve it from a second console:"
+echo "quickstart:   MEDIC_CONSOLE_USER=console:bob bash scripts/quickstart.sh console"
+start_console

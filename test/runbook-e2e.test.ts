@@ -87,6 +87,7 @@ describe('runbooks with approvals (lab)', () => {
     const thread = threadText(h, plan.ts);
     for (let i = 1; i <= 11; i++) expect(thread).toMatch(new RegExp(`step ${i}/11: `));
     expect(thread).toMatch(/Approved by U0BOB \(1\/1\)/);
+    expect(thread).toMatch(/safety snapshot \S+ from node\d: revision \d+, \d+ keys, .*verified by etcdctl/);
     expect(thread).toMatch(/healthy: 3\/3 voting members healthy/);
     expect(currentMessage(h, plan.ts).text).toMatch(/done/);
 
@@ -138,8 +139,14 @@ describe('runbooks with approvals (lab)', () => {
     const target = leader === 'node1' ? 'node3' : 'node1';
     await hostEtcdctl(['move-leader', ids[target]], [labNode(leader).clientUrl]);
     await pollUntil('leader moved', async () => (await leaderName()) === target, 30_000);
+    // A click signed 10 minutes ago (a replayed request) is refused by the signature check.
+    const stale = await click(h, plan2, 'approve', BOB, { timestamp: Math.floor(Date.now() / 1000) - 600 });
+    expect(stale.res.status).toBe(401);
+    expect(currentMessage(h, plan2.ts).text).toMatch(/waiting for approval/);
     const before2 = h.fake.messages(LAB_CHANNEL).length;
     const ok = await click(h, plan2, 'approve', BOB);
+    // The same click again, freshly signed: counted once.
+    expect((await click(h, plan2, 'approve', BOB, { value: planIdOf(plan2) })).reply).toMatch(/already approved|is (running|superseded|approved)/);
     expect(ok.reply).toMatch(/it runs now/);
     const replanned = await waitPlanMessage(h, /etcd replace-member — lab/, before2);
     expect(blocksText(replanned.blocks ?? [])).toMatch(/replaces plan/);

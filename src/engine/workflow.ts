@@ -122,6 +122,12 @@ export function createWorkflow(deps: WorkflowDeps) {
     const title = `etcd ${command.id} — ${cluster.name}`;
     await audit('job.requested', cluster.name, jobId, job.origin.user, { command: command.id, args: job.args, channel: job.origin.channel });
     const deliver = async (report: Report) => { await surface(job.origin).thread(job.origin, undefined, report); return report; };
+    const risk = command.risk as 'mutating' | 'destructive';
+    if (requiredApprovals(command, cluster) > 0 && cluster.access[risk].approvers.length === 0) {
+      const text = `nobody may approve ${risk} plans on ${cluster.name}: list approvers under access.${risk}.approvers in clusters.yaml. Nothing ran.`;
+      await audit('job.refused', cluster.name, jobId, 'bot', { reason: text });
+      return deliver(errorReport(title, text));
+    }
     const holder = await deps.locks.holder(cluster.name);
     if (holder) {
       const text = `cluster busy: job ${holder.jobId} by ${holder.requester}, ${holder.progress}. Nothing of your request ran; try again when it has finished (/etcd jobs ${cluster.name})`;
