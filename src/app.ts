@@ -45,8 +45,10 @@ export interface MedicOptions {
   snapshotDir?: string;
   /** Audit log key in Redis and optional HMAC key. @defaultValue { key: 'etcd-medic:audit' } */
   audit?: { key: string; hmacKey?: Buffer };
-  /** Lease of the per-cluster lock; a crashed job's lock frees itself after it. @defaultValue 60000 */
+  /** Lease of the per-cluster lock; a crashed job's lock frees itself after it. @defaultValue 30000 */
   clusterLeaseMs?: number;
+  /** Prefix of plan ids (the console's queue numbers its jobs apart from Slack's). @defaultValue '' */
+  planIdPrefix?: string;
   /** Clock of approvals and plans (tests move it to expire approvals). @defaultValue () => new Date() */
   now?: () => Date;
 }
@@ -92,13 +94,13 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   state.on('error', () => undefined);
   const audit = createAuditLog(state, opts.audit ?? {});
   const approvals = createApprovalStore(state);
-  const locks = createClusterLocks(state, opts.clusterLeaseMs ?? 60000);
+  const locks = createClusterLocks(state, opts.clusterLeaseMs ?? 30000);
   const surfaces: Partial<Record<'slack' | 'console', ChatSurface>> = {};
   const probe = opts.sshKey ? createProbe(opts.sshKey) : async () => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); };
   const sshKey = opts.sshKey;
   const snapshots = { store: createSnapshotStore({ dir: opts.snapshotDir ?? '/var/lib/etcd-medic/snapshots' }) };
   const workflow = createWorkflow({
-    config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, now: opts.now,
+    config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, now: opts.now, planIdPrefix: opts.planIdPrefix,
     enqueueExecution: (job, jobId) => queue.add(job, { jobId }),
     openResources: sshKey ? (cluster): ExecutionResources => {
       const res = createJobResources({ cluster, sshKey });

@@ -26,6 +26,9 @@ function quietExpectedWarnings(): void {
 
 async function main(): Promise<void> {
   quietExpectedWarnings();
+  // A stray rejection (a chat update after Redis blinked) must not take a worker down in
+  // the middle of a repair: log it and keep going.
+  process.on('unhandledRejection', (e) => { process.stderr.write(`etcd-medic: unhandled rejection: ${describeError(e)}\n`); });
   const settings = readSettings();
   const log = createLogger(settings.logLevel);
   const config = loadConfig(settings.configPath);
@@ -45,6 +48,9 @@ async function main(): Promise<void> {
     log,
     snapshotDir: settings.snapshotDir,
     lockDurationMs: settings.workerLockMs,
+    clusterLeaseMs: settings.clusterLeaseMs,
+    // Console plans get their own ids: their queue counts jobs separately from Slack's.
+    planIdPrefix: role === 'console' ? 'c' : '',
     audit: settings.audit,
   });
   log.info({ role, clusters: config.clusters.map((c) => c.name), redis: safeRedisUrl(settings.redisUrl) }, 'etcd-medic started');

@@ -21,6 +21,8 @@ export interface Settings {
   snapshotDir: string;
   /** BullMQ lock of a running job; equal on every worker. A killed worker's job resumes elsewhere after it. */
   workerLockMs: number;
+  /** Lease of the per-cluster lock; renewed every third of it while a plan runs. */
+  clusterLeaseMs: number;
   audit: { key: string; hmacKey?: Buffer };
 }
 
@@ -83,13 +85,24 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     host: env.HOST || '0.0.0.0',
     slack,
     sshKey,
-    consoleUser: env.MEDIC_CONSOLE_USER || `console:${userInfo().username.toLowerCase().replace(/[^a-z0-9._-]/g, '') || 'operator'}`,
+    consoleUser: consoleUser(env),
     // The console shares the terminal with the logs: only warnings and errors there by default.
     logLevel: env.LOG_LEVEL || (role === 'console' ? 'warn' : 'info'),
     snapshotDir: absDir(env, 'MEDIC_SNAPSHOT_DIR', '/var/lib/etcd-medic/snapshots'),
     workerLockMs: intIn(env, 'MEDIC_WORKER_LOCK_MS', 30000, 2000, 600000),
+    clusterLeaseMs: intIn(env, 'MEDIC_CLUSTER_LEASE_MS', 30000, 3000, 600000),
     audit: auditOptionsFromEnv(env),
   };
+}
+
+/** Who types at the console: "console:<name>", never a Slack id (access rules tell them apart). */
+function consoleUser(env: NodeJS.ProcessEnv): string {
+  const v = env.MEDIC_CONSOLE_USER || `console:${userInfo().username.toLowerCase().replace(/[^a-z0-9._-]/g, '') || 'operator'}`;
+  const named = v.startsWith('console:') ? v : `console:${v}`;
+  if (!/^console:[a-z0-9._-]{1,32}$/.test(named)) {
+    throw new MedicError('CONFIG_INVALID', `MEDIC_CONSOLE_USER=${v}: "console:<name>" with a name of lowercase letters, digits, ".", "_" or "-"`);
+  }
+  return named;
 }
 
 function absDir(env: NodeJS.ProcessEnv, name: string, def: string): string {

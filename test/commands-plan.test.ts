@@ -94,7 +94,8 @@ describe('add-member', () => {
   it('prepares the node, adds it as a learner, waits for it, promotes it and verifies', () => {
     const p = plan(addMember, planState({ notMembers: ['node3'] }), { cluster: C, node: 'node3' });
     expect(stepList(p)).toEqual(ADD_STEPS('node3'));
-    expect(p.steps[p.steps.length - 1].params).toEqual({ voters: 3 });
+    // Verifies what the plan promised: the voter count, and the new node a healthy voter.
+    expect(p.steps[p.steps.length - 1].params).toEqual({ voters: 3, node: 'node3' });
     expect(p.facts).toEqual([
       { label: 'Fault tolerance before', value: '2/2 healthy voters, quorum 2, 0 failures tolerable' },
       { label: 'After adding', value: '3/3 healthy voters, quorum 2, 1 failure tolerable' },
@@ -124,7 +125,7 @@ describe('replace-member', () => {
     const actions = stepList(p);
     expect(actions.filter((a) => a === 'node.stopEtcd node3')).toHaveLength(1);
     expect(actions.filter((a) => a === 'node.moveDataAside node3')).toHaveLength(1);
-    expect(p.steps[p.steps.length - 1].params).toEqual({ voters: 3 });
+    expect(p.steps[p.steps.length - 1].params).toEqual({ voters: 3, node: 'node3' });
     expect(p.facts.map((f) => f.label)).toEqual(['Fault tolerance before', 'After removing', 'After adding back']);
     expect(p.facts[2].value).toBe('3/3 healthy voters, quorum 2, 1 failure tolerable');
   });

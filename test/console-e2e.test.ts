@@ -82,8 +82,8 @@ describe('console adapter', () => {
     try {
       alice.stdin.write('replace-member lab node3\n');
       const until = Date.now() + 60_000;
-      while (!/approve (\d+)/.test(aliceOut) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
-      const id = /approve (\d+)/.exec(aliceOut)?.[1];
+      while (!/approve (c\d+)/.test(aliceOut) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      const id = /approve (c\d+)/.exec(aliceOut)?.[1];
       expect(id).toBeDefined();
       expect(aliceOut).toContain('== etcd replace-member — lab (job');
       expect(aliceOut).toContain('Fault tolerance before: 3/3 healthy voters, quorum 2, 1 failure tolerable');

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { configSchema } from '../src/config/schema';
 import {
-  LAB_DIR, LAB_NODES, LAB_SSH_PORT, labConfigPath, labNode, labSh, labUp, endpointHealth, hostEtcdctl,
+  LAB_DIR, LAB_NODES, LAB_SSH_PORT, labConfigPath, labNode, labSh, labUp, labFresh, endpointHealth, hostEtcdctl,
   leaderName, memberIdsByName, pollUntil, sshNode, waitLabHealthy,
 } from './support/lab';
 
@@ -23,7 +23,9 @@ async function nodeProcesses(node: string): Promise<string[]> {
 
 describe('lab', () => {
   beforeAll(async () => {
-    await labUp();
+    // Other suites repair members (new ids, --initial-cluster-state=existing): this one
+    // checks the lab as lab.sh builds it.
+    await labFresh();
     await waitLabHealthy();
   });
 

@@ -134,9 +134,10 @@ describe('required approvals', () => {
     });
   });
 
-  it('a policy of 0 for destructive is honoured (the requester confirms)', () => {
+  it('a policy of 0 for destructive still needs one approver other than the requester', () => {
     const lax = clusterConfig({ access: { ...ACCESS, destructive: { ...ACCESS.destructive, approvals: 0 } } });
-    expect(requiredApprovals({ risk: 'destructive' }, lax)).toBe(0);
+    expect(requiredApprovals({ risk: 'destructive' }, lax)).toBe(1);
+    expect(requiredApprovals({ risk: 'mutating' }, lax)).toBe(0);
   });
 
   it('a command\'s own minimum wins over a lower policy, never lowers a higher one', () => {

@@ -57,6 +57,7 @@ describe('a worker killed in the middle of add-member', () => {
       MEDIC_SNAPSHOT_DIR: TEST_SNAPSHOT_DIR,
       // Short lock: the dead worker's job goes back to the queue a few seconds after it died.
       MEDIC_WORKER_LOCK_MS: '4000',
+      MEDIC_CLUSTER_LEASE_MS: '6000',
     };
   });
   afterAll(async () => {

@@ -22,6 +22,7 @@ interface Fixture {
   redis: Redis;
   wf: ReturnType<typeof createWorkflow>;
   ran: string[];
+  ranAt: number[];
   posted: string[];
   enqueued: Array<{ job: JobRequest; id: string }>;
   gates: Map<number, Promise<void>>;
@@ -44,6 +45,7 @@ function fixture(access: Record<string, unknown>): Fixture {
   const posted: string[] = [];
   const enqueued: Fixture['enqueued'] = [];
   const gates = new Map<number, Promise<void>>();
+  const ranAt: number[] = [];
   const surface: ChatSurface = {
     post: async (_o, r) => { posted.push(`post ${r.title}: ${r.verdict?.text}`); return { channel: 'C0INCIDENT', ts: `${Date.now()}.000100` }; },
     update: async (_m, r) => { posted.push(`update ${r.verdict?.text}`); },
@@ -51,12 +53,13 @@ function fixture(access: Record<string, unknown>): Fixture {
   };
   const audit = createAuditLog(redis, { key: `${prefix}:audit` });
   const approvals = createApprovalStore(redis, prefix);
-  const locks = createClusterLocks(redis, 60000);
+  const locks = createClusterLocks(redis, 2000);
   const resources = (): ExecutionResources => ({
     async run(step: StepSpec, ctx) {
       const i = ctx.outputs.count ? Number(ctx.outputs.count) : 0;
       await gates.get(ran.length);
       ran.push(`${step.action} ${step.node ?? ''}`.trim());
+      ranAt.push(Date.now());
       return { status: 'done', detail: `ran ${step.action}`, outputs: { count: String(i + 1) } };
     },
     takeCommands: () => [],
@@ -65,11 +68,12 @@ function fixture(access: Record<string, unknown>): Fixture {
   const wf = createWorkflow({
     config, commands, approvals, locks, audit, surfaces: { slack: surface },
     probe: async (c) => snapshotOf(c, state.d),
-    enqueueExecution: async (job, id) => { enqueued.push({ job, id }); return id; },
+    // Like BullMQ with a custom job id: adding the same id twice queues it once.
+    enqueueExecution: async (job, id) => { if (!enqueued.some((e) => e.id === id)) enqueued.push({ job, id }); return id; },
     openResources: resources,
     renewEveryMs: 500,
   });
-  return { redis, wf, ran, posted, enqueued, gates, state, config, prefix, audit, approvals, locks };
+  return { redis, wf, ran, ranAt, posted, enqueued, gates, state, config, prefix, audit, approvals, locks };
 }
 
 function io(checkpoints: ExecCheckpoint[] = []) {
@@ -100,10 +104,13 @@ describe('workflow', () => {
       f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') }),
       f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0CAROL') }),
     ]);
-    expect([a.ok, b.ok].sort()).toEqual([false, true]);
-    expect([a.text, b.text].join('\n')).toMatch(/is approved: it can't be approved any more/);
+    const texts = [a.text, b.text].join('\n');
+    expect(texts).toMatch(/you approved plan 7: it runs now/);
+    expect(texts).toMatch(/already approved|is approved: it can't be approved any more/);
     expect(f.enqueued).toHaveLength(1);
     expect(f.enqueued[0].id).toBe('x7');
+    const granted = (await f.audit.recent({ limit: 50 })).filter((e) => e.type === 'approval.granted');
+    expect(granted).toHaveLength(1);
   });
 
   it('runs an approved plan step by step, checkpointing each, and records every step in a chain that verifies', async () => {
@@ -157,21 +164,46 @@ describe('workflow', () => {
     }
   });
 
-  it('a resumed job takes over its own lock and continues at the checkpoint, never repeating finished steps', async () => {
+  it('a resumed job waits for the dead worker\'s lease to lapse, then continues at the checkpoint without repeating finished steps', async () => {
     const f = make();
     f.state.d = { down: ['node3'] };
     await planned(f, 'replace-member node3');
     await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') });
-    // The dead worker's lease is still there, and the job's data says steps 1-4 finished.
+    // The dead worker's lease is still there (nobody renews it), and the job's data says
+    // steps 1-4 finished.
     await f.approvals.transition('7', ['approved'], 'running');
     await f.locks.acquire('prod-eu1', { jobId: '7', requester: 'U0ALICE', progress: 'step 5/11' });
+    const heldAt = Date.now();
     const job = { ...f.enqueued[0].job, exec: { cursor: 4, outputs: {}, resumes: 0, startedAt: new Date().toISOString(), states: [] } };
     const report = await f.wf.executeJob(job, 'x7', io());
     expect(report.verdict?.text).toMatch(/^done/);
+    // Not before the old lease (2 s) lapsed.
+    expect(f.ranAt[0] - heldAt).toBeGreaterThanOrEqual(1500);
     expect(f.ran).toHaveLength(7);
     expect(f.ran[0]).toBe('node.ensurePki node3');
     const resumed = (await f.audit.recent({ limit: 100 })).find((e) => e.type === 'job.resumed');
     expect(resumed?.data).toMatchObject({ fromStep: 5, total: 11 });
+  });
+
+  it('a worker whose lease was lost stops before its next step and leaves the plan to the new holder', async () => {
+    const f = make();
+    f.state.d = { down: ['node3'] };
+    await planned(f, 'replace-member node3');
+    await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') });
+    let release!: () => void;
+    f.gates.set(1, new Promise<void>((r) => { release = r; }));
+    const running = f.wf.executeJob(f.enqueued[0].job, 'x7', io());
+    while (f.ran.length < 1) await new Promise((r) => setTimeout(r, 20));
+    // Another worker took the cluster (this one was presumed dead and its lease lapsed).
+    await f.redis.del('etcd-medic:lock:prod-eu1');
+    const other = await f.locks.acquire('prod-eu1', { jobId: '7', requester: 'U0ALICE', progress: 'resumed elsewhere' });
+    release();
+    const report = await running;
+    expect(report.verdict?.text).toMatch(/lost the lock on prod-eu1/);
+    expect(f.ran.length).toBeLessThanOrEqual(2);
+    expect((await f.approvals.get('7'))!.status).toBe('running');
+    expect((await f.locks.holder('prod-eu1'))?.progress).toBe('resumed elsewhere');
+    await other.release();
   });
 
   it('a mutating plan is confirmed by its requester; a destructive one needs someone else', async () => {

@@ -20,6 +20,17 @@ export interface StepOutcome {
   outputs?: Record<string, string>;
 }
 
+/** What cluster.verify looks at, from a fresh probe. */
+export interface ClusterCheck {
+  voters: number;
+  learners: number;
+  healthyVoters: number;
+  quorum: number;
+  /** Nodes whose member is a voter that passed its health read. */
+  healthyVoterNodes: string[];
+  text: string;
+}
+
 export interface ActionContext {
   res: JobResources;
   planId: string;
@@ -29,7 +40,7 @@ export interface ActionContext {
   /** Progress of a long step (shown on the plan message and in the console). */
   progress(text: string): void;
   /** Probe + summarize, for verification steps. */
-  verify(): Promise<{ healthy: boolean; voters: number; learners: number; healthyVoters: number; text: string }>;
+  verify(): Promise<ClusterCheck>;
   snapshots?: SnapshotDeps;
   /** @defaultValue setTimeout-based sleep (tests shorten it) */
   sleep?: (ms: number) => Promise<void>;
@@ -102,6 +113,25 @@ export async function poll<T>(
 const isTransient = (e: unknown) => isMedicError(e) && (e.retryable
   || /unhealthy cluster|not in sync|can only promote|too many learner|timed out|leader changed/i.test(e.message));
 
+/**
+ * Refuses when `node` still stands for a member of the cluster: by its peer URL in the
+ * member list, or by the member id its own etcd answers with (if it answers at all).
+ */
+async function assertNotLiveMember(ctx: ActionContext, node: string, what: string): Promise<void> {
+  const { node: via, client } = await ctx.res.healthyEtcd({ exclude: [node] });
+  const members = await client.memberList();
+  const byUrl = memberOf(members, ctx.res.node(node));
+  if (byUrl) throw new MedicError('UNSAFE', `${node} is still member ${byUrl.id} of the cluster (seen on ${via}): refusing to ${what} it. Remove the member first`);
+  let ownId: string | undefined;
+  try {
+    ownId = (await (await ctx.res.etcd(node)).status()).memberId;
+  } catch {
+    return; // its etcd does not answer: nothing there serves the cluster
+  }
+  const live = members.find((m) => m.id === ownId);
+  if (live) throw new MedicError('UNSAFE', `etcd on ${node} answers as member ${live.id} (${live.name || 'unnamed'}), which is in the cluster (seen on ${via}): refusing to ${what} it`);
+}
+
 const actions: Record<ActionName, Action> = {
   'snapshot.safety': async (step, ctx) => {
     if (ctx.outputs.safetySnapshot) return { status: 'skipped', detail: `safety snapshot ${ctx.outputs.safetySnapshot} already taken` };
@@ -140,6 +170,7 @@ const actions: Record<ActionName, Action> = {
 
   'node.stopEtcd': async (step, ctx) => {
     const node = str(step, 'node');
+    await assertNotLiveMember(ctx, node, 'stop etcd on');
     const rt = await ctx.res.runtime(node);
     const r = await rt.stop({ timeoutMs: STEP_TIMEOUT_MS.wait - 5000, onWait: (ms) => ctx.progress(`stopping etcd on ${node} (${Math.round(ms / 1000)} s)`) });
     return r === 'already-stopped'
@@ -150,12 +181,7 @@ const actions: Record<ActionName, Action> = {
   'node.moveDataAside': async (step, ctx) => {
     const node = str(step, 'node');
     // Never touch the data of a member that is still in the cluster: check it is gone first.
-    const { node: via, client } = await ctx.res.healthyEtcd({ exclude: [node] });
-    const still = memberOf(await client.memberList(), ctx.res.node(node));
-    const allowed = typeof step.params.allowMember === 'string' ? step.params.allowMember : undefined;
-    if (still && still.id !== allowed) {
-      throw new MedicError('UNSAFE', `${node} is still member ${still.id} of the cluster (seen on ${via}): its data is live, refusing to move it aside`);
-    }
+    await assertNotLiveMember(ctx, node, 'move aside the data of');
     const rt = await ctx.res.runtime(node);
     const r = await rt.moveDataAside(`job-${ctx.planId}`);
     return r.movedTo
@@ -194,7 +220,9 @@ const actions: Record<ActionName, Action> = {
     const members = await client.memberList();
     if (!memberOf(members, node)) throw new MedicError('UNSAFE', `${name} is not a member yet: add it before writing its configuration`);
     // Every member, the new one under its node name (etcd lists it nameless until it starts).
-    const initialCluster = members.map((m) => {
+    // In config order, as kubeadm writes it: the same list on every node.
+    const rank = (m: MemberInfo) => { const i = ctx.res.cluster.nodes.findIndex((x) => memberOf([m], x)); return i < 0 ? Infinity : i; };
+    const initialCluster = [...members].sort((a, b) => rank(a) - rank(b)).map((m) => {
       const n = ctx.res.cluster.nodes.find((x) => memberOf([m], x));
       return `${n?.name ?? m.name}=${m.peerUrls[0]}`;
     }).join(',');
@@ -277,12 +305,16 @@ const actions: Record<ActionName, Action> = {
     return { status: 'done', detail: `disarmed ${alarms.map((a) => `${a.alarm} on ${a.memberId}`).join(', ')} via ${via}` };
   },
 
+  // What this plan promised, not that the whole cluster is well: another member may be
+  // down, or an alarm raised, for reasons this plan never touched.
   'cluster.verify': async (step, ctx) => {
     const want = Number(step.params.voters);
+    const node = typeof step.params.node === 'string' && step.params.node ? step.params.node : undefined;
     const text = await poll(ctx, 'verifying the cluster', STEP_TIMEOUT_MS.wait - 10_000, async () => {
       const v = await ctx.verify();
       ctx.progress(`cluster: ${v.text}`);
-      return v.healthy && v.voters === want && v.learners === 0 && v.healthyVoters === want ? v.text : undefined;
+      const ok = v.voters === want && v.learners === 0 && v.healthyVoters >= v.quorum && (!node || v.healthyVoterNodes.includes(node));
+      return ok ? v.text : undefined;
     }, isTransient);
     return { status: 'done', detail: text };
   },

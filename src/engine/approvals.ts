@@ -44,6 +44,8 @@ export interface PlanView extends PlanRecord {
   executeJobId?: string;
   /** "step 3/9: etcd.memberAddLearner node3", while running. */
   progress?: string;
+  /** One entry per finished step ("done (1.2 s)"), as the executing worker last saved them. */
+  states?: string[];
   cancelRequested?: boolean;
 }
 
@@ -90,18 +92,27 @@ for i = 2, #ARGV do
 end
 return false`;
 
+// Record, status and index together, or nothing: an existing id is never overwritten.
+const CREATE = `
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], 'pending', 'PX', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1`;
+
 /** How long records are kept after creation (the audit log keeps the history for longer). */
 const RECORD_TTL_MS = 30 * 24 * 3600 * 1000;
 
 export interface ApprovalStore {
-  create(rec: PlanRecord): Promise<void>;
+  /** Stores a new plan; false when the id is taken (nothing is overwritten). */
+  create(rec: PlanRecord): Promise<boolean>;
   get(id: string): Promise<PlanView | undefined>;
   /** Counts one approval by `user`; refuses the requester, repeats, expired or decided plans. */
   approve(rec: PlanRecord, user: string, now: Date): Promise<ApproveResult>;
   /** Moves status from one of `from` to `to`; returns the previous status, or undefined when it was not in `from`. */
   transition(id: string, from: readonly PlanStatus[], to: PlanStatus): Promise<PlanStatus | undefined>;
   setMessage(id: string, ref: MessageRef): Promise<void>;
-  setExtra(id: string, extra: { executeJobId?: string; progress?: string }): Promise<void>;
+  setExtra(id: string, extra: { executeJobId?: string; progress?: string; states?: string }): Promise<void>;
   requestCancel(id: string): Promise<void>;
   /** Newest first. */
   recent(cluster: string, limit: number): Promise<PlanView[]>;
@@ -112,11 +123,9 @@ export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): Approv
   const ttl = String(RECORD_TTL_MS);
   const store: ApprovalStore = {
     async create(rec) {
-      const multi = redis.multi()
-        .set(k(rec.id, 'record'), JSON.stringify(rec), 'PX', RECORD_TTL_MS, 'NX')
-        .set(k(rec.id, 'status'), 'pending', 'PX', RECORD_TTL_MS, 'NX')
-        .zadd(`${prefix}:plans:${rec.cluster}`, Date.parse(rec.createdAt), rec.id);
-      await multi.exec();
+      const created = await redis.eval(CREATE, 3, k(rec.id, 'record'), k(rec.id, 'status'), `${prefix}:plans:${rec.cluster}`,
+        JSON.stringify(rec), ttl, String(Date.parse(rec.createdAt)), rec.id) as number;
+      return created === 1;
     },
     async get(id) {
       const [record, status, approvals, message, extra] = await Promise.all([
@@ -131,6 +140,7 @@ export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): Approv
         message: message ? JSON.parse(message) as MessageRef : undefined,
         executeJobId: extra.executeJobId || undefined,
         progress: extra.progress || undefined,
+        states: extra.states ? JSON.parse(extra.states) as string[] : undefined,
         cancelRequested: extra.cancel === '1',
       };
     },

@@ -35,6 +35,11 @@ export function removalFacts(state: PlanState, target: MemberView): Fact[] {
   const healthyAfter = s.healthyVoters - (target.healthy && !target.isLearner ? 1 : 0);
   const quorumAfter = Math.floor(votersAfter / 2) + 1;
   if (s.voters <= 1 && !target.isLearner) refuse(`${target.name} is the only voting member: removing it would end the cluster`);
+  // With two voters the removal itself needs both: if the one leaving is down it can't be
+  // committed, and if it is up, a failure mid-change loses the cluster (PLATFORM-NOTES).
+  if (s.voters === 2 && !target.isLearner) {
+    refuse(`the cluster has 2 voting members: removing one is unsafe. Add a member first (/etcd add-member), or if ${target.name} is lost for good, recover with /etcd force-new-cluster from the survivor`);
+  }
   if (s.healthyVoters < s.quorum) {
     refuse(`only ${s.healthyVoters}/${s.voters} voting members are healthy, below quorum ${s.quorum}: the cluster can't commit a membership change. Recover quorum first (/etcd force-new-cluster ${s.members.find((m) => m.healthy)?.node ?? '<survivor>'} if the others are lost)`);
   }
@@ -82,7 +87,7 @@ export function additionSteps(state: PlanState, node: string, votersAfter: numbe
     step('node.startEtcd', node, { node }, `start etcd on ${node}`),
     step('etcd.waitLearnerSynced', node, { node }, `wait until ${node} has caught up with the leader (lag shown)`),
     step('etcd.memberPromote', node, { node }, `promote ${node} to a voting member`),
-    step('cluster.verify', undefined, { voters: votersAfter }, `verify: ${votersAfter}/${votersAfter} voters healthy, no learner`),
+    step('cluster.verify', undefined, { voters: votersAfter, node }, `verify: ${votersAfter} voters, ${node} a healthy voter, quorum healthy, no learner`),
   ];
 }
 

@@ -15,7 +15,7 @@ const STATUS_TEXT: Record<PlanView['status'], string> = {
   stopped: 'stopped between steps',
 };
 
-export function planReport(v: PlanView, states: string[] = []): Report {
+export function planReport(v: PlanView, states: string[] = v.states ?? []): Report {
   const level = v.status === 'succeeded' ? 'ok'
     : v.status === 'failed' ? 'critical'
       : v.status === 'pending' || v.status === 'approved' || v.status === 'running' ? 'info' : 'warn';

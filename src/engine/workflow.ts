@@ -11,7 +11,7 @@ import type { ClusterLocks, Lease } from '../locks/cluster-lock';
 import type { ApprovalStore, PlanRecord, PlanView } from './approvals';
 import type { CommandDef } from './command';
 import { describeError, isMedicError, MedicError } from './errors';
-import { basisOf, Plan, planDiff, planHash } from './plan';
+import { basisOf, canonicalJson, Plan, planDiff, planHash } from './plan';
 import { planReport } from './plan-report';
 import { matches } from './policy';
 import { errorReport, Report } from './report';
@@ -49,6 +49,8 @@ export interface WorkflowDeps {
   renewEveryMs?: number;
   /** Least time between two edits of a plan message (chat.update is rate-limited). @defaultValue 1500 */
   updateEveryMs?: number;
+  /** Prefix of plan ids, so two queues sharing one Redis never mint the same plan id. @defaultValue '' */
+  planIdPrefix?: string;
 }
 
 /** What the worker hands an execution: checkpointing and progress for the console. */
@@ -61,7 +63,13 @@ const noSurface: ChatSurface = { post: async () => undefined, update: async () =
 
 export function createWorkflow(deps: WorkflowDeps) {
   const now = () => (deps.now ?? (() => new Date()))();
-  const surface = (o: Origin) => deps.surfaces[o.adapter] ?? noSurface;
+  const surface = (o: Origin) => {
+    const found = deps.surfaces[o.adapter];
+    if (found) return found;
+    // The console reads results from the job; anyone else would never see the plan.
+    if (o.adapter !== 'console') throw new MedicError('INTERNAL', `this worker can't post to ${o.adapter} (set SLACK_BOT_TOKEN on workers)`);
+    return noSurface;
+  };
   const clusterOf = (name: string | undefined) => {
     const c = deps.config.clusters.find((x) => x.name === name);
     if (!c) throw new MedicError('UNKNOWN_CLUSTER', `cluster '${name}' is no longer in this worker's configuration`);
@@ -97,14 +105,29 @@ export function createWorkflow(deps: WorkflowDeps) {
       expiresAt: new Date(created.getTime() + cluster.access.approvalTtlMinutes * 60_000).toISOString(),
       supersedes,
     };
-    await deps.approvals.create(rec);
+    if (!(await deps.approvals.create(rec))) {
+      const existing = await deps.approvals.get(id);
+      // The same planning job run again (its worker stalled): show the plan it already made.
+      if (existing && existing.requester === rec.requester && existing.command === rec.command && canonicalJson(existing.plan.args) === canonicalJson(rec.plan.args)) {
+        return existing;
+      }
+      throw new MedicError('INTERNAL', `plan id ${id} is already taken by another plan: nothing was planned; request again`);
+    }
     await audit(supersedes ? 'job.replanned' : 'job.planned', cluster.name, id, 'bot', {
       command: command.id, args: plan.args, hash, required: rec.required, expiresAt: rec.expiresAt, supersedes,
       steps: plan.steps.map((s, i) => `${i + 1}. ${s.action}${s.node ? ` ${s.node}` : ''}: ${s.describe}`),
       facts: plan.facts.map((f) => `${f.label}: ${f.value}`),
     });
     const view = (await deps.approvals.get(id))!;
-    const message = await surface(origin).post(origin, planReport(view));
+    let message;
+    try {
+      message = await surface(origin).post(origin, planReport(view));
+    } catch (e) {
+      // Nobody saw this plan, so nobody may approve it.
+      await deps.approvals.transition(id, ['pending'], 'cancelled');
+      await audit('job.failed', cluster.name, id, 'bot', { reason: `could not post the plan: ${describeError(e)}` });
+      throw new MedicError('INTERNAL', `could not post plan ${id} to the channel (${describeError(e)}): it was cancelled. Invite the bot to the channel (/invite @etcd-medic) and request again`, false, { cause: e });
+    }
     if (message) {
       await deps.approvals.setMessage(id, message);
       await surface(origin).thread(origin, message, `Plan ${id} requested by ${origin.user}: ${command.id} ${Object.values(plan.args).join(' ')}. `
@@ -142,7 +165,7 @@ export function createWorkflow(deps: WorkflowDeps) {
       await audit(refused ? 'job.refused' : 'job.failed', cluster.name, jobId, 'bot', { reason: describeError(e) });
       return deliver(errorReport(title, `${refused ? 'refused' : 'could not plan'}: ${describeError(e)}. Nothing ran.`, [`/etcd status ${cluster.name}`]));
     }
-    const view = await createRecord(jobId, command, cluster, job.origin, computed.plan, computed.hash);
+    const view = await createRecord(`${deps.planIdPrefix ?? ''}${jobId}`, command, cluster, job.origin, computed.plan, computed.hash);
     return planReport(view);
   }
 
@@ -150,8 +173,14 @@ export function createWorkflow(deps: WorkflowDeps) {
   // Phase 2: decide (web process or console)
 
   async function decide(d: Decision): Promise<DecisionResult> {
-    const rec = await deps.approvals.get(d.planId);
-    if (!rec) return { ok: false, text: `there is no plan ${d.planId} (or it is older than 30 days): see /etcd jobs` };
+    // "x17" is how /etcd jobs lists the execution of plan 17.
+    let rec = await deps.approvals.get(d.planId) ?? (/^x./.test(d.planId) ? await deps.approvals.get(d.planId.slice(1)) : undefined);
+    if (!rec) return { ok: false, text: `there is no plan ${d.planId} (or it is older than 30 days): see /etcd jobs <cluster>` };
+    // A click can arrive a moment before the worker has recorded where it posted the plan.
+    for (let i = 0; i < 10 && d.message && !rec.message; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      rec = (await deps.approvals.get(rec.id)) ?? rec;
+    }
     const cluster = deps.config.clusters.find((c) => c.name === rec.cluster);
     const user = d.origin.user;
     const refuse = async (why: string): Promise<DecisionResult> => {
@@ -163,8 +192,12 @@ export function createWorkflow(deps: WorkflowDeps) {
     if (d.origin.channel !== rec.origin.channel || d.origin.adapter !== rec.origin.adapter) {
       return refuse(`plan ${rec.id} belongs to another channel`);
     }
-    if (d.message && rec.message && (d.message.ts !== rec.message.ts || d.message.channel !== rec.message.channel)) {
+    if (d.message && (!rec.message || d.message.ts !== rec.message.ts || d.message.channel !== rec.message.channel)) {
       return refuse(`that button is not on plan ${rec.id}'s message`);
+    }
+    // A shared channel (Slack Connect) has members of other workspaces: only the plan's own counts.
+    if (d.origin.adapter === 'slack' && rec.origin.adapter === 'slack' && d.origin.team && rec.origin.team && d.origin.team !== rec.origin.team) {
+      return refuse(`plan ${rec.id} belongs to another workspace`);
     }
     if (!cluster) return refuse(`cluster ${rec.cluster} is no longer configured`);
     const rule = cluster.access[rec.risk];
@@ -190,13 +223,25 @@ export function createWorkflow(deps: WorkflowDeps) {
             thread: `Approval by ${user} refused: the plan expired at ${rec.expiresAt}.`,
           };
         }
-        case 'status': return { ok: false, text: `plan ${rec.id} is ${r.status}: it can't be approved any more` };
+        case 'status': {
+          // Approved, but its execution was never queued (Redis failed right after the
+          // approval): queue it now; the job id deduplicates.
+          if (r.status === 'approved' && !rec.executeJobId) {
+            const executeJobId = await startExecution(rec);
+            return { ok: true, text: `plan ${rec.id} was already approved; its execution is queued now (job ${executeJobId})`, executeJobId };
+          }
+          return { ok: false, text: `plan ${rec.id} is ${r.status}: it can't be approved any more` };
+        }
         case 'granted':
         case 'approved': {
-          await audit('approval.granted', rec.cluster, rec.id, user, { count: r.count, required: Math.max(rec.required, 1), hash: rec.hash });
+          await audit('approval.granted', rec.cluster, rec.id, user, { count: r.count, required: Math.max(rec.required, 1), hash: rec.hash }).catch(() => undefined);
           let executeJobId: string | undefined;
           if (r.kind === 'approved') {
-            executeJobId = await startExecution(rec);
+            try {
+              executeJobId = await startExecution(rec);
+            } catch (e) {
+              return { ok: false, text: `your approval of plan ${rec.id} counts, but its execution could not be queued: ${describeError(e)}. Press Approve again once Redis is back to queue it` };
+            }
           }
           const v = (await deps.approvals.get(rec.id))!;
           return {
@@ -213,22 +258,27 @@ export function createWorkflow(deps: WorkflowDeps) {
     if (!isApprover && !isRequester) return refuse(`only the requester or an approver may ${d.action} plan ${rec.id}`);
     if (d.action === 'reject') {
       const was = await deps.approvals.transition(rec.id, ['pending'], 'rejected');
-      if (!was) return { ok: false, text: `plan ${rec.id} is ${rec.status}: too late to reject${rec.status === 'running' ? ' (use Cancel to stop it between steps)' : ''}` };
+      if (!was) return { ok: false, text: `plan ${rec.id} is ${rec.status}: too late to reject${rec.status === 'running' || rec.status === 'approved' ? ` (use Cancel, or /etcd cancel ${rec.id}, to stop it)` : ''}` };
       await audit('approval.rejected', rec.cluster, rec.id, user, {});
       const v = (await deps.approvals.get(rec.id))!;
       return { ok: true, text: `you rejected plan ${rec.id}; nothing ran`, update: v.message ? { message: v.message, report: planReport(v) } : undefined, thread: `Rejected by ${user}. Nothing ran.` };
     }
     // cancel
-    const was = await deps.approvals.transition(rec.id, ['pending'], 'cancelled');
+    const was = await deps.approvals.transition(rec.id, ['pending', 'approved'], 'cancelled');
     if (was) {
-      await audit('job.cancelled', rec.cluster, rec.id, user, { before: 'pending' });
+      await audit('job.cancelled', rec.cluster, rec.id, user, { before: was });
       const v = (await deps.approvals.get(rec.id))!;
       return { ok: true, text: `you cancelled plan ${rec.id}; nothing ran`, update: v.message ? { message: v.message, report: planReport(v) } : undefined, thread: `Cancelled by ${user} before it ran.` };
     }
-    if (rec.status === 'approved' || rec.status === 'running') {
+    if (rec.status === 'running') {
       await deps.approvals.requestCancel(rec.id);
       await audit('job.cancel-requested', rec.cluster, rec.id, user, { progress: rec.progress });
-      return { ok: true, text: `plan ${rec.id} will stop after its current step; the thread will say what state it left`, thread: `Cancel requested by ${user}: stopping after the current step.` };
+      const v = (await deps.approvals.get(rec.id))!;
+      return {
+        ok: true, text: `plan ${rec.id} will stop after its current step; the thread will say what state it left`,
+        update: v.message ? { message: v.message, report: planReport(v) } : undefined,
+        thread: `Cancel requested by ${user}: stopping after the current step.`,
+      };
     }
     return { ok: false, text: `plan ${rec.id} is ${rec.status}: nothing to cancel` };
   }
@@ -253,29 +303,69 @@ export function createWorkflow(deps: WorkflowDeps) {
     const cluster = clusterOf(rec.cluster);
     const title = `etcd ${rec.command} — ${rec.cluster} (job ${rec.id})`;
     const chat = surface(rec.origin);
-    const thread = (r: Report | string) => chat.thread(rec.origin, rec.message, r).catch(() => undefined);
+    // Thread posts go out in order but never hold up the repair (Slack may be slow or
+    // rate-limiting); the job waits for them, bounded, at its end.
+    let posts = Promise.resolve();
+    const thread = (r: Report | string) => { posts = posts.then(() => chat.thread(rec.origin, rec.message, r)).catch(() => undefined); };
+    const flushPosts = () => withDeadline(posts, 30_000).catch(() => undefined);
+    const checkpoint = (e: ExecCheckpoint) => withDeadline(io.checkpoint(e), 10_000, 'saving the job checkpoint to Redis');
     const exec: ExecCheckpoint = job.exec ?? { cursor: 0, outputs: {}, resumes: 0, states: [] };
     const resumed = !!exec.startedAt;
+    const done = (i: number) => (i === 0 ? 'no step ran' : i === 1 ? 'step 1 ran' : `steps 1-${i} ran`);
 
     if (!resumed) {
       const was = await deps.approvals.transition(rec.id, ['approved'], 'running');
-      if (!was) return errorReport(title, `plan ${rec.id} is ${rec.status}, not approved: nothing ran`);
+      // 'running' without a checkpoint: this job died between claiming the plan and its
+      // first checkpoint; nothing ran yet, so it starts over.
+      const retried = !was && rec.status === 'running' && rec.executeJobId === jobId;
+      if (!was && !retried) return errorReport(title, `plan ${rec.id} is ${rec.status}, not approved: nothing ran`);
+      const lastApproval = rec.approvals.map((a) => Date.parse(a.at)).sort().pop() ?? 0;
+      const ttlMs = cluster.access.approvalTtlMinutes * 60_000;
+      if (lastApproval && now().getTime() - lastApproval > ttlMs) {
+        // Approved, but it waited (no worker?) longer than an approval is good for.
+        await deps.approvals.transition(rec.id, ['running'], 'expired');
+        await audit('approval.expired', cluster.name, rec.id, 'bot', { approvedAt: new Date(lastApproval).toISOString(), reason: 'not started within the approval TTL' });
+        const report = errorReport(title, `plan ${rec.id} was approved at ${new Date(lastApproval).toISOString()} but could not start within ${cluster.access.approvalTtlMinutes} min: nothing ran. Request it again.`);
+        thread(report);
+        await updateMessage(rec.id, exec.states, true);
+        await flushPosts();
+        return report;
+      }
+    } else if (rec.status !== 'running') {
+      return errorReport(title, `plan ${rec.id} is ${rec.status}: this resumed job does nothing`);
     }
 
     let lease: Lease;
     try {
-      lease = await deps.locks.acquire(cluster.name, { jobId: rec.id, requester: rec.requester, progress: 'starting' }, { takeoverFrom: rec.id });
+      lease = await acquireLease(cluster, rec, resumed);
     } catch (e) {
+      await audit('job.busy', cluster.name, rec.id, 'bot', { reason: describeError(e), atStep: exec.cursor + 1 });
+      if (resumed) {
+        // Steps already ran: say where it stopped; the plan stays 'running' for an operator.
+        const report = errorReport(title, `could not resume at step ${exec.cursor + 1}/${rec.plan.steps.length}: ${describeError(e)}. ${done(exec.cursor)}; the rest did not. Check /etcd status ${cluster.name} and /etcd jobs ${cluster.name}, then cancel or request again.`);
+        thread(report);
+        await flushPosts();
+        return report;
+      }
       await deps.approvals.transition(rec.id, ['running'], 'failed');
-      await audit('job.busy', cluster.name, rec.id, 'bot', { reason: describeError(e) });
       const report = errorReport(title, describeError(e), [`/etcd jobs ${cluster.name}`]);
-      await thread(report);
+      thread(report);
       await updateMessage(rec.id, exec.states, true);
+      await flushPosts();
       return report;
     }
 
-    const renew = setInterval(() => { void lease.renew().catch(() => undefined); }, deps.renewEveryMs ?? 10_000);
     let resources: ExecutionResources | undefined;
+    let leaseLost = false;
+    const renew = setInterval(() => {
+      void lease.renew().then((ok) => {
+        if (ok || leaseLost) return;
+        // Fenced off: another holder owns the cluster now. Cut this worker's SSH and etcd
+        // connections so a step in flight stops acting on the cluster.
+        leaseLost = true;
+        void resources?.close().catch(() => undefined);
+      }, () => undefined);
+    }, deps.renewEveryMs ?? Math.max(1000, Math.floor(deps.locks.leaseMs / 3)));
     try {
       if (!resumed) {
         // The approval binds to what was shown: same members, same leader, same steps.
@@ -287,7 +377,7 @@ export function createWorkflow(deps: WorkflowDeps) {
           await deps.approvals.transition(rec.id, ['running'], 'failed');
           await audit('job.failed', cluster.name, rec.id, 'bot', { reason: `re-plan before running: ${describeError(e)}` });
           const report = errorReport(title, `before running, the cluster no longer allows this: ${describeError(e)}. Nothing ran.`, [`/etcd status ${cluster.name}`]);
-          await thread(report);
+          thread(report);
           await updateMessage(rec.id, exec.states, true);
           return report;
         }
@@ -297,18 +387,19 @@ export function createWorkflow(deps: WorkflowDeps) {
           const newId = `${rec.id}-r${(rec.supersedes?.split('-r').length ?? 1)}`;
           await audit('job.superseded', cluster.name, rec.id, 'bot', { reason: why, newPlan: newId, oldHash: rec.hash, newHash: fresh.hash });
           await updateMessage(rec.id, exec.states, true);
-          await thread(`The cluster changed after approval (${why.join('; ')}): nothing ran. A new plan ${newId} was posted; it needs approval again.`);
+          thread(`The cluster changed after approval (${why.join('; ')}): nothing ran. A new plan ${newId} was posted; it needs approval again.`);
+          await flushPosts();
           const v = await createRecord(newId, command, cluster, rec.origin, fresh.plan, fresh.hash, rec.id);
           return { ...planReport(v), notes: [`the cluster changed after plan ${rec.id} was approved (${why.join('; ')}): nothing ran; approve plan ${newId} to go on`, ...(planReport(v).notes ?? [])] };
         }
         exec.startedAt = now().toISOString();
-        await io.checkpoint(exec);
+        await checkpoint(exec);
         await audit('job.started', cluster.name, rec.id, 'bot', { executeJob: jobId, approvals: rec.approvals, hash: rec.hash });
       } else {
         exec.resumes += 1;
-        await io.checkpoint(exec);
+        await checkpoint(exec);
         await audit('job.resumed', cluster.name, rec.id, 'bot', { worker: jobId, fromStep: exec.cursor + 1, total: rec.plan.steps.length, resumes: exec.resumes });
-        await thread(`Resumed by another worker at step ${exec.cursor + 1}/${rec.plan.steps.length} (the previous worker stopped mid-job). Each step checks before it acts.`);
+        thread(`Resumed by another worker at step ${exec.cursor + 1}/${rec.plan.steps.length} (the previous worker stopped mid-job). Each step checks before it acts.`);
       }
       if (!deps.openResources) throw new MedicError('INTERNAL', 'this worker has no SSH key: it cannot run plans');
       resources = deps.openResources(cluster, rec.id);
@@ -320,26 +411,32 @@ export function createWorkflow(deps: WorkflowDeps) {
         if (current?.cancelRequested) {
           await deps.approvals.transition(rec.id, ['running'], 'stopped');
           await audit('job.cancelled', cluster.name, rec.id, 'bot', { atStep: i + 1, done: exec.states });
-          const report = await finalReport(cluster, title, 'warn', `cancelled before ${label}; steps 1-${i} ran, the rest did not. The cluster is as shown below.`);
-          await thread(report);
+          await resources.close().catch(() => undefined);
+          const report = await finalReport(cluster, title, 'warn', `cancelled before ${label}; ${done(i)}, the rest did not. The cluster is as shown below.`);
+          thread(report);
           await updateMessage(rec.id, exec.states, true);
           return report;
         }
-        // Fencing: a worker whose lease was taken over must not act on the cluster.
-        if (!(await lease.renew())) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name} before ${label}: another job holds it; stopping`);
+        // Fencing: a worker whose lease lapsed (and may have been taken) must not act.
+        if (leaseLost || !(await lease.renew())) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name} before ${label}`);
         await lease.update(label);
         await deps.approvals.setExtra(rec.id, { progress: label });
         await audit('step.started', cluster.name, rec.id, 'bot', { step: s.action, index: i + 1, total: steps.length, node: s.node, describe: s.describe });
         await io.progress(`▶ ${label} — ${s.describe}`);
-        void updateMessage(rec.id, exec.states);
+        void updateMessage(rec.id, exec.states).catch(() => undefined);
         const started = Date.now();
         let outcome: StepOutcome;
         try {
           outcome = await resources.run(s, {
             planId: rec.id, requester: rec.requester, outputs: exec.outputs, snapshots: deps.snapshots,
-            progress: (text) => { void deps.approvals.setExtra(rec.id, { progress: `${label} — ${text}` }).then(() => updateMessage(rec.id, exec.states)); void io.progress(`  … ${text}`); },
+            progress: (text) => {
+              void deps.approvals.setExtra(rec.id, { progress: `${label} — ${text}` })
+                .then(() => updateMessage(rec.id, exec.states)).catch(() => undefined);
+              void io.progress(`  … ${text}`).catch(() => undefined);
+            },
             verify: async () => verifyCluster(cluster),
           });
+          if (leaseLost) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name} during ${label}`);
         } catch (e) {
           const durationMs = Date.now() - started;
           const cmds = resources.takeCommands();
@@ -348,17 +445,18 @@ export function createWorkflow(deps: WorkflowDeps) {
             command: cmds.length ? cmds[cmds.length - 1].command : undefined,
             exitCode: cmds.length ? cmds[cmds.length - 1].exit ?? undefined : undefined,
             commands: cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output })),
-          });
+          }).catch(() => undefined);
           exec.states[i] = `failed (${secs(durationMs)})`;
-          await io.checkpoint(exec);
-          throw Object.assign(e instanceof Error ? e : new Error(String(e)), { failedStep: label });
+          if (!leaseLost) await checkpoint(exec).catch(() => undefined);
+          throw Object.assign(e instanceof Error ? e : new Error(String(e)), { failedStep: label, doneSteps: i });
         }
         const durationMs = Date.now() - started;
         const cmds = resources.takeCommands();
         exec.cursor = i + 1;
         Object.assign(exec.outputs, outcome.outputs ?? {});
         exec.states[i] = `${outcome.status} (${secs(durationMs)})`;
-        await io.checkpoint(exec);
+        await checkpoint(exec);
+        await deps.approvals.setExtra(rec.id, { states: JSON.stringify(exec.states) }).catch(() => undefined);
         await audit(outcome.status === 'skipped' ? 'step.skipped' : 'step.succeeded', cluster.name, rec.id, 'bot', {
           step: s.action, index: i + 1, total: steps.length, node: s.node, durationMs, detail: outcome.detail,
           command: cmds.length ? cmds[cmds.length - 1].command : undefined,
@@ -367,28 +465,57 @@ export function createWorkflow(deps: WorkflowDeps) {
           exitCode: cmds.length ? cmds[cmds.length - 1].exit : undefined,
         });
         const line = `${outcome.status === 'skipped' ? '⏭' : '✅'} ${label} — ${secs(durationMs)} — ${outcome.detail}`;
-        await thread(line + commandLines(cmds));
-        await io.progress(line);
+        thread(line + commandLines(cmds));
+        await io.progress(line).catch(() => undefined);
       }
       await deps.approvals.transition(rec.id, ['running'], 'succeeded');
+      await resources.close().catch(() => undefined);
       const report = await finalReport(cluster, title, 'ok', `done: all ${steps.length} steps ran.`);
       await audit('job.succeeded', cluster.name, rec.id, 'bot', { verdict: report.verdict?.text, members: report.tables?.[0]?.rows });
-      await thread(report);
+      thread(report);
       await updateMessage(rec.id, exec.states, true);
       return report;
     } catch (e) {
       const failedStep = (e as { failedStep?: string }).failedStep;
-      await deps.approvals.transition(rec.id, ['running'], 'failed');
-      await audit('job.failed', cluster.name, rec.id, 'bot', { step: failedStep, error: describeError(e) });
+      const doneSteps = (e as { doneSteps?: number }).doneSteps ?? exec.cursor;
+      // Stop acting on the cluster before describing it: a timed-out step may still be in flight.
+      await resources?.close().catch(() => undefined);
+      if (leaseLost || (isMedicError(e) && e.code === 'LEASE_LOST')) {
+        // Another worker holds the cluster now (this one was presumed dead): it owns the
+        // plan's status and thread from here.
+        await audit('job.lease-lost', cluster.name, rec.id, 'bot', { worker: jobId, step: failedStep }).catch(() => undefined);
+        return errorReport(title, `this worker lost the lock on ${cluster.name}${failedStep ? ` at ${failedStep}` : ''}; another worker carries the plan on`);
+      }
+      await deps.approvals.transition(rec.id, ['running'], 'failed').catch(() => undefined);
+      await audit('job.failed', cluster.name, rec.id, 'bot', { step: failedStep, error: describeError(e) }).catch(() => undefined);
       const report = await finalReport(cluster, title, 'critical',
-        `failed${failedStep ? ` at ${failedStep}` : ''}: ${describeError(e)}. Later steps did not run; the cluster is as shown below. Fix the cause, then request again (each step checks before it acts).`);
-      await thread(report);
-      await updateMessage(rec.id, exec.states, true);
+        `failed${failedStep ? ` at ${failedStep}` : ''}: ${describeError(e)}. ${done(doneSteps)}; later steps did not run, and the cluster is as shown below. Fix the cause, then request again (each step checks before it acts).`);
+      thread(report);
+      await updateMessage(rec.id, exec.states, true).catch(() => undefined);
       return report;
     } finally {
       clearInterval(renew);
       await resources?.close().catch(() => undefined);
-      await lease.release().catch(() => undefined);
+      if (!leaseLost) await lease.release().catch(() => undefined);
+      await flushPosts();
+    }
+  }
+
+  /**
+   * The cluster's lock. A resumed job waits for the lease of the worker that ran it before
+   * to lapse (that worker may still be alive, only cut off): it is never taken over early.
+   */
+  async function acquireLease(cluster: ClusterConfig, rec: PlanView, resumed: boolean): Promise<Lease> {
+    const holder = { jobId: rec.id, requester: rec.requester, progress: 'starting' };
+    if (!resumed) return deps.locks.acquire(cluster.name, holder);
+    const until = Date.now() + deps.locks.leaseMs * 2 + 5000;
+    for (;;) {
+      try {
+        return await deps.locks.acquire(cluster.name, holder);
+      } catch (e) {
+        if (!(isMedicError(e) && e.code === 'CLUSTER_BUSY') || Date.now() > until) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
     }
   }
 
@@ -396,7 +523,8 @@ export function createWorkflow(deps: WorkflowDeps) {
     const s = summarize(cluster, await deps.probe(cluster));
     const learners = s.members.filter((m) => m.isLearner).length;
     return {
-      healthy: s.verdict === 'healthy', voters: s.voters, learners, healthyVoters: s.healthyVoters,
+      voters: s.voters, learners, healthyVoters: s.healthyVoters, quorum: s.quorum,
+      healthyVoterNodes: s.members.filter((m) => m.healthy && !m.isLearner && m.node).map((m) => m.node!),
       text: `${s.verdict}: ${s.healthyVoters}/${s.voters} voters healthy, ${learners} learner${learners === 1 ? '' : 's'}`,
     };
   }
@@ -444,7 +572,8 @@ export type Workflow = ReturnType<typeof createWorkflow>;
 export function requiredApprovals(command: Pick<CommandDef, 'risk' | 'minApprovals'>, cluster: ClusterConfig): number {
   const risk = command.risk as 'mutating' | 'destructive';
   const policy = cluster.access[risk].approvals ?? (risk === 'destructive' ? 1 : 0);
-  return Math.max(policy, command.minApprovals ?? 0);
+  // A destructive plan always needs a second person, whatever the config says.
+  return Math.max(policy, command.minApprovals ?? 0, risk === 'destructive' ? 1 : 0);
 }
 
 function secs(ms: number): string {
@@ -458,3 +587,11 @@ function commandLines(cmds: CommandRecord[]): string {
 }
 
 export type { PlanView };
+
+function withDeadline<T>(p: Promise<T>, ms: number, what = 'waiting'): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new MedicError('TIMEOUT', `${what}: no answer within ${ms / 1000} s`)), ms); }),
+  ]).finally(() => clearTimeout(timer));
+}

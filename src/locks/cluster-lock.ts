@@ -50,9 +50,7 @@ if v and cjson.decode(v).token == tonumber(ARGV[1]) then return redis.call('DEL'
 return 0`;
 const ACQUIRE = `
 local cur = redis.call('GET', KEYS[1])
-if cur then
-  if ARGV[3] == '' or cjson.decode(cur).jobId ~= ARGV[3] then return cur end
-end
+if cur then return cur end
 local token = redis.call('INCR', KEYS[2])
 local h = cjson.decode(ARGV[1])
 h.token = token
@@ -60,11 +58,13 @@ redis.call('SET', KEYS[1], cjson.encode(h), 'PX', ARGV[2])
 return token`;
 
 export interface ClusterLocks {
+  /** How long a lease lives without renewal. */
+  readonly leaseMs: number;
   /**
    * Takes the cluster's lock or throws CLUSTER_BUSY naming the job, requester and progress
    * of the holder. Nothing runs for the caller when it throws.
    */
-  acquire(cluster: string, holder: LockHolder, opts?: { takeoverFrom?: string }): Promise<Lease>;
+  acquire(cluster: string, holder: LockHolder): Promise<Lease>;
   /** Who holds the lock now, if anyone (for /etcd jobs and busy messages). */
   holder(cluster: string): Promise<(LockHolder & { token: number }) | undefined>;
 }
@@ -76,10 +76,11 @@ export interface ClusterLocks {
 export function createClusterLocks(redis: Redis, leaseMs = 60000): ClusterLocks {
   const parse = (v: string) => JSON.parse(v) as LockHolder & { token: number };
   return {
-    // takeoverFrom: a job resumed after its worker died takes over its own lock (with a
-    // new token, so the dead worker's lease is fenced off) instead of waiting for it to expire.
-    async acquire(cluster, holder, opts = {}) {
-      const res = await redis.eval(ACQUIRE, 2, key(cluster), fenceKey(cluster), JSON.stringify(holder), String(leaseMs), opts.takeoverFrom ?? '') as number | string;
+    leaseMs,
+    // A job resumed after its worker died waits for that worker's lease to lapse rather
+    // than taking it over: the worker may only be cut off, still running its step.
+    async acquire(cluster, holder) {
+      const res = await redis.eval(ACQUIRE, 2, key(cluster), fenceKey(cluster), JSON.stringify(holder), String(leaseMs)) as number | string;
       if (typeof res === 'string') {
         const h = parse(res);
         throw new MedicError('CLUSTER_BUSY', `cluster busy: job ${h.jobId} by ${h.requester}, ${h.progress}. Nothing of your request ran; try again when it has finished (/etcd jobs)`);
