@@ -389,3 +389,16 @@ describe('logs', () => {
     expect(compact('{broken')).toBe('{broken');
   });
 });
+
+describe('plans on a systemd cluster', () => {
+  it('name the same steps; the config step says it edits the systemd environment file', () => {
+    const state = planState({ down: ['node3'] });
+    const systemd = { ...state, cluster: { ...state.cluster, runtime: 'systemd' as const } };
+    const kubeadmPlan = plan(replaceMember, state, { cluster: C, node: 'node3' });
+    const systemdPlan = plan(replaceMember, systemd, { cluster: C, node: 'node3' });
+    expect(stepList(systemdPlan)).toEqual(stepList(kubeadmPlan));
+    const write = systemdPlan.steps.find((s) => s.action === 'node.writeConfig')!;
+    expect(write.describe).toContain('(systemd: /etc/default/etcd)');
+    expect(systemdPlan.steps.find((s) => s.action === 'node.stopEtcd')!.describe).toContain('systemctl stop etcd.service');
+  });
+});

@@ -133,9 +133,11 @@ export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): Approv
         redis.get(k(id, 'message')), redis.hgetall(k(id, 'extra')),
       ]);
       if (!record || !status) return undefined;
+      const rec = JSON.parse(record) as PlanRecord;
       return {
-        ...(JSON.parse(record) as PlanRecord),
-        status: status as PlanStatus,
+        ...rec,
+        // Nobody clicked before it ran out: it is expired, whether or not a click has said so.
+        status: status === 'pending' && Date.now() > Date.parse(rec.expiresAt) ? 'expired' : status as PlanStatus,
         approvals: approvals.map((a) => { const i = a.indexOf('|'); return { user: a.slice(0, i), at: a.slice(i + 1) }; }),
         message: message ? JSON.parse(message) as MessageRef : undefined,
         executeJobId: extra.executeJobId || undefined,

@@ -79,11 +79,13 @@ export function additionSteps(state: PlanState, node: string, votersAfter: numbe
   const peer = state.cluster.nodes.find((n) => n.name === node)!.peerUrl;
   const p = state.cluster.paths;
   return [
-    step('node.stopEtcd', node, { node }, `make sure no etcd runs on ${node} (a stale member would rejoin)`),
+    step('node.stopEtcd', node, { node }, `make sure no etcd runs on ${node} (a stale member would rejoin): ${state.cluster.runtime === 'systemd'
+      ? `systemctl stop ${state.cluster.systemd.unit}` : `manifest moved to ${p.workDir}`}`),
     step('node.moveDataAside', node, { node }, `move any old ${p.dataDir}/member on ${node} aside (kept, not deleted)`),
     step('node.ensurePki', node, { node }, `etcd CA on ${node} (copied over SFTP from a healthy member if missing); server, peer and healthcheck-client certificates generated if missing or wrong`),
     step('etcd.memberAddLearner', node, { node }, `add ${node} (${peer}) as a learner: it can't vote until promoted`),
-    step('node.writeConfig', node, { node }, `write ${node}'s etcd config (${state.cluster.runtime}) with --initial-cluster-state=existing and the full --initial-cluster, backup kept`),
+    step('node.writeConfig', node, { node }, `write ${node}'s etcd config (${state.cluster.runtime === 'systemd'
+      ? `systemd: ${state.cluster.systemd.envFile}` : `static pod: ${state.cluster.paths.manifest}`}) with --initial-cluster-state=existing and the full --initial-cluster, backup kept in ${p.workDir}`),
     step('node.startEtcd', node, { node }, `start etcd on ${node}`),
     step('etcd.waitLearnerSynced', node, { node }, `wait until ${node} has caught up with the leader (lag shown)`),
     step('etcd.memberPromote', node, { node }, `promote ${node} to a voting member`),

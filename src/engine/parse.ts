@@ -21,22 +21,45 @@ export function parseInvocation(text: string, commands: readonly CommandDef[], c
   if (text.length > MAX_INPUT_CHARS) {
     throw new MedicError('BAD_INPUT', `input is ${text.length} characters long; commands are at most ${MAX_INPUT_CHARS}. Try /etcd help`);
   }
-  const tokens = text.trim().split(/[ \t]+/).filter((t) => t.length > 0);
-  if (tokens.length === 0) return { command: mustFind('help', commands), args: {} };
+  const raw = text.trim().split(/[ \t]+/).filter((t) => t.length > 0);
+  if (raw.length === 0) return { command: mustFind('help', commands), args: {} };
+  // "--mode all" / "--mode=all": named arguments, taken out before the positional ones.
+  const named = new Map<string, string>();
+  const tokens: string[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const m = /^--([a-z][a-z-]{0,30})(?:=(.*))?$/.exec(raw[i]);
+    if (!m) { tokens.push(raw[i]); continue; }
+    const value = m[2] ?? raw[++i];
+    if (value === undefined) throw new MedicError('BAD_INPUT', `--${m[1]} needs a value. Try /etcd help`);
+    checkToken(value);
+    named.set(m[1], value);
+  }
   for (const t of tokens) checkToken(t);
+  if (tokens.length === 0) throw new MedicError('BAD_INPUT', 'options without a command. Try /etcd help');
 
-  const [word, ...rest] = tokens;
-  const command = commands.find((c) => c.id === word.toLowerCase());
+  // Two-word commands first ("snapshot save"), then one-word ones.
+  const pair = tokens.length > 1 ? `${tokens[0]} ${tokens[1]}`.toLowerCase() : undefined;
+  const twoWord = pair ? commands.find((c) => c.id === pair) : undefined;
+  const [word, ...rest] = twoWord ? [pair!, ...tokens.slice(2)] : tokens;
+  const command = twoWord ?? commands.find((c) => c.id === word.toLowerCase());
   if (!command) {
     throw new MedicError('UNKNOWN_COMMAND', `unknown command '${word}': commands are ${commands.map((c) => c.id).join(', ')}. Try /etcd help`);
   }
-  if (rest.length > command.args.length) {
+  for (const name of named.keys()) {
+    if (!command.args.some((a) => a.name === name)) {
+      throw new MedicError('BAD_INPUT', `${command.id} has no option --${name}: usage ${usage(command)}`);
+    }
+  }
+  // Named values take their argument's place; positional ones fill the rest in order.
+  const positional = [...rest];
+  const ordered = command.args.map((a) => (named.has(a.name) ? named.get(a.name) : positional.shift()));
+  if (positional.length > 0) {
     throw new MedicError('BAD_INPUT', `too many arguments for ${command.id}: usage ${usage(command)}`);
   }
   const args: Record<string, string> = {};
   let cluster: ClusterConfig | undefined;
   command.args.forEach((spec, i) => {
-    const value = rest[i] ?? spec.default;
+    const value = ordered[i] ?? spec.default;
     if (value === undefined && spec.optional) return;
     if (value === undefined) {
       const hint = spec.kind === 'cluster' ? `; known clusters are ${config.clusters.map((c) => c.name).join(', ')}` : '';

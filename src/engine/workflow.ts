@@ -544,16 +544,26 @@ export function createWorkflow(deps: WorkflowDeps) {
   // Plan message edits, throttled: chat.update is rate-limited per workspace.
   const lastUpdate = new Map<string, { at: number; timer?: NodeJS.Timeout }>();
   async function updateMessage(planId: string, states: string[], force = false): Promise<void> {
+    // Cosmetic: a failed edit (Slack or Redis blinking) never fails the job or the process.
     const doUpdate = async () => {
-      const v = await deps.approvals.get(planId);
-      if (!v?.message) return;
-      lastUpdate.set(planId, { at: Date.now() });
-      await surface(v.origin).update(v.message, planReport(v, states)).catch(() => undefined);
+      try {
+        const v = await deps.approvals.get(planId);
+        if (!v?.message) return;
+        lastUpdate.set(planId, { at: Date.now() });
+        await surface(v.origin).update(v.message, planReport(v, states));
+      } catch {
+        /* the next update, or the final one, shows the state */
+      }
     };
     const last = lastUpdate.get(planId);
     const every = deps.updateEveryMs ?? 1500;
     if (last?.timer) clearTimeout(last.timer);
-    if (force || !last || Date.now() - last.at >= every) return doUpdate();
+    if (force) {
+      await doUpdate();
+      lastUpdate.delete(planId);
+      return;
+    }
+    if (!last || Date.now() - last.at >= every) return doUpdate();
     const timer = setTimeout(() => { void doUpdate(); }, every - (Date.now() - last.at));
     timer.unref?.();
     lastUpdate.set(planId, { at: last.at, timer });

@@ -56,11 +56,25 @@ export interface EtcdMemberClient {
   get(key: string): Promise<string | undefined>;
   put(key: string, value: string): Promise<void>;
   /**
+   * Live keys (count only, no values), at `revision` when given (fails once compacted past
+   * it), and the revision the answer is from.
+   */
+  countKeys(opts?: { revision?: string; prefix?: string }): Promise<{ count: number; revision: string }>;
+  /**
    * Streams this member's backend snapshot into `sink` (called per chunk, in order).
    * Resolves with the revision of the snapshot's first header and the byte count.
    */
   snapshot(sink: (chunk: Buffer) => void | Promise<void>, opts?: { deadlineMs?: number }): Promise<{ revision: string; memberId: string; bytes: number }>;
   close(): void;
+}
+
+/** The first key after every key with this prefix (etcd's range_end for a prefix). */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) { end[i] += 1; return end.subarray(0, i + 1); }
+  }
+  return Buffer.from([0]);
 }
 
 /** Our hex ids back to etcd's decimal uint64 strings. */
@@ -179,6 +193,14 @@ export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberCl
     get: (key) => call('get', async (opts) => {
       const r = await client.kv.range({ key: Buffer.from(key) }, opts);
       return r.kvs?.[0]?.value?.toString();
+    }),
+
+    countKeys: (o2) => call('count keys', async (opts) => {
+      // The whole keyspace: from "\0" to "\0" (etcd's "all keys" range), or one prefix.
+      const key = o2?.prefix ? Buffer.from(o2.prefix) : Buffer.from([0]);
+      const rangeEnd = o2?.prefix ? prefixEnd(Buffer.from(o2.prefix)) : Buffer.from([0]);
+      const r = await client.kv.range({ key, range_end: rangeEnd, count_only: true, serializable: false, revision: o2?.revision }, opts);
+      return { count: Number(r.count), revision: String(r.header.revision) };
     }),
 
     put: (key, value) => call('put', async (opts) => {
