@@ -160,6 +160,8 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
           plans,
         };
       },
+      snapshots: snapshots.store,
+      openResources: (cluster) => createJobResources({ cluster, sshKey: key }),
       withNode: async (cluster, node, fn) => {
         const res = createJobResources({ cluster, sshKey: key });
         try {

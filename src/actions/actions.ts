@@ -11,6 +11,8 @@ import type { JobResources } from './context';
 import { ensurePki } from './pki-step';
 import { adaptPeerConfig } from '../runtime/flags';
 import { safetySnapshot, SnapshotDeps } from './snapshot-step';
+import { restoreActions } from './restore-actions';
+import { quorumActions } from './quorum-actions';
 
 export interface StepOutcome {
   status: 'done' | 'skipped';
@@ -61,10 +63,20 @@ export const STEP_CLASS: Record<ActionName, 'change' | 'wait'> = {
   'node.writeConfig': 'change',
   'node.startEtcd': 'wait',
   'cluster.verify': 'wait',
+  'snapshot.verifyFile': 'wait',
+  'restore.prepareData': 'wait',
+  'restore.installData': 'wait',
+  'node.writeRestoreConfig': 'change',
+  'restore.verify': 'wait',
+  'node.copyDataAside': 'wait',
+  'node.setFlag': 'change',
+  'etcd.waitSingleMember': 'wait',
 };
 export const STEP_TIMEOUT_MS = { change: 60_000, wait: 180_000 };
 
-type Action = (step: StepSpec, ctx: ActionContext) => Promise<StepOutcome>;
+export { memberOf, assertNotLiveMember, str };
+
+export type Action = (step: StepSpec, ctx: ActionContext) => Promise<StepOutcome>;
 
 const sleepOf = (ctx: ActionContext) => ctx.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
 
@@ -132,7 +144,7 @@ async function assertNotLiveMember(ctx: ActionContext, node: string, what: strin
   if (live) throw new MedicError('UNSAFE', `etcd on ${node} answers as member ${live.id} (${live.name || 'unnamed'}), which is in the cluster (seen on ${via}): refusing to ${what} it`);
 }
 
-const actions: Record<ActionName, Action> = {
+const actions: Partial<Record<ActionName, Action>> = {
   'snapshot.safety': async (step, ctx) => {
     if (ctx.outputs.safetySnapshot) return { status: 'skipped', detail: `safety snapshot ${ctx.outputs.safetySnapshot} already taken` };
     if (!ctx.snapshots) throw new MedicError('INTERNAL', 'no snapshot store configured in this worker');
@@ -321,7 +333,7 @@ const actions: Record<ActionName, Action> = {
 };
 
 export async function runAction(step: StepSpec, ctx: ActionContext): Promise<StepOutcome> {
-  const action = actions[step.action];
+  const action = actions[step.action] ?? restoreActions[step.action] ?? quorumActions[step.action];
   if (!action) throw new MedicError('INTERNAL', `this worker does not know the action ${step.action} (an older version?)`);
   const timeoutMs = STEP_TIMEOUT_MS[STEP_CLASS[step.action]];
   let timer: NodeJS.Timeout | undefined;

@@ -5,6 +5,8 @@ import type { PlanDraft, PlanState } from './plan';
 import type { AuditLog } from '../audit/audit-log';
 import type { PlanView } from './approvals';
 import type { NodeRuntime } from '../runtime/types';
+import type { SnapshotStore } from '../snapshot/store';
+import type { JobResources } from '../actions/context';
 import type { Origin } from './types';
 
 /** read: no change; mutating: changes membership or data safely; destructive: can lose data. */
@@ -50,6 +52,10 @@ export interface RunContext {
   audit?: AuditLog;
   /** Jobs and plans of a cluster (for /etcd jobs). */
   jobs?: (cluster: string) => Promise<JobsView>;
+  /** The bot's snapshot store (snapshot save/list). */
+  snapshots?: SnapshotStore;
+  /** SSH sessions, tunnels and etcd clients for one command; the caller closes them. */
+  openResources?: (cluster: ClusterConfig) => JobResources;
   /** SSH to one node of the cluster (for /etcd logs); closed by the runner. */
   withNode?: <T>(cluster: ClusterConfig, node: string, fn: (rt: NodeRuntime) => Promise<T>) => Promise<T>;
 }

@@ -8,6 +8,7 @@ import type { ClusterConfig } from '../config/schema';
 import type { ClusterSnapshot } from '../exec/types';
 import { MedicError } from './errors';
 import type { StatusSummary } from './status-summary';
+import type { SnapshotRecord } from '../snapshot/store';
 
 /** Executor actions, named domain.verb. Each checks before it acts (safe to repeat). */
 export type ActionName =
@@ -23,7 +24,17 @@ export type ActionName =
   | 'node.ensurePki'
   | 'node.writeConfig'
   | 'node.startEtcd'
-  | 'cluster.verify';
+  | 'cluster.verify'
+  // restore (issue 4)
+  | 'snapshot.verifyFile'
+  | 'restore.prepareData'
+  | 'restore.installData'
+  | 'node.writeRestoreConfig'
+  | 'restore.verify'
+  // quorum loss (issue 4)
+  | 'node.copyDataAside'
+  | 'node.setFlag'
+  | 'etcd.waitSingleMember';
 
 export type StepParam = string | number | boolean | string[];
 
@@ -72,6 +83,8 @@ export interface PlanState {
   cluster: ClusterConfig;
   snapshot: ClusterSnapshot;
   summary: StatusSummary;
+  /** The cluster's snapshots in the bot's store, newest first (restore plans). */
+  snapshots?: SnapshotRecord[];
 }
 
 export function step(action: ActionName, node: string | undefined, params: Record<string, StepParam>, describe: string): StepSpec {

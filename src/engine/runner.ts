@@ -16,6 +16,8 @@ export interface RunnerDeps {
   jobs?: RunContext['jobs'];
   /** For /etcd logs. */
   withNode?: RunContext['withNode'];
+  snapshots?: RunContext['snapshots'];
+  openResources?: RunContext['openResources'];
 }
 
 /**
@@ -32,7 +34,7 @@ export function createJobRunner(deps: RunnerDeps) {
       if (!cluster) return errorReport(title, `cluster '${job.cluster}' is no longer in this worker's configuration`, ['/etcd clusters']);
       try {
         return await command.execute({
-          config: deps.config, cluster, args: job.args, origin: job.origin, jobId, probe: deps.probe, audit: deps.audit, jobs: deps.jobs, withNode: deps.withNode,
+          config: deps.config, cluster, args: job.args, origin: job.origin, jobId, probe: deps.probe, audit: deps.audit, jobs: deps.jobs, withNode: deps.withNode, snapshots: deps.snapshots, openResources: deps.openResources,
         });
       } catch (e) {
         const code = isMedicError(e) ? ` [${e.code}]` : '';

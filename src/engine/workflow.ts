@@ -88,7 +88,8 @@ export function createWorkflow(deps: WorkflowDeps) {
   async function computePlan(command: CommandDef, cluster: ClusterConfig, args: Record<string, string>) {
     const snapshot = await deps.probe(cluster);
     const summary = summarize(cluster, snapshot);
-    const draft = command.plan!({ cluster, snapshot, summary }, args);
+    const snapshots = deps.snapshots ? await deps.snapshots.store.list(cluster.name) : undefined;
+    const draft = command.plan!({ cluster, snapshot, summary, snapshots }, args);
     const plan: Plan = {
       command: command.id, cluster: cluster.name, args, steps: draft.steps,
       facts: draft.facts ?? [], warnings: draft.warnings ?? [], basis: basisOf(summary),
