@@ -182,7 +182,9 @@ const actions: Partial<Record<ActionName, Action>> = {
 
   'node.stopEtcd': async (step, ctx) => {
     const node = str(step, 'node');
-    await assertNotLiveMember(ctx, node, 'stop etcd on');
+    // force: the plan replaces or re-forms the whole cluster (restore, force-new-cluster),
+    // approved as such; there is no healthy member left to check against.
+    if (step.params.force !== true) await assertNotLiveMember(ctx, node, 'stop etcd on');
     const rt = await ctx.res.runtime(node);
     const r = await rt.stop({ timeoutMs: STEP_TIMEOUT_MS.wait - 5000, onWait: (ms) => ctx.progress(`stopping etcd on ${node} (${Math.round(ms / 1000)} s)`) });
     return r === 'already-stopped'
@@ -193,7 +195,7 @@ const actions: Partial<Record<ActionName, Action>> = {
   'node.moveDataAside': async (step, ctx) => {
     const node = str(step, 'node');
     // Never touch the data of a member that is still in the cluster: check it is gone first.
-    await assertNotLiveMember(ctx, node, 'move aside the data of');
+    if (step.params.force !== true) await assertNotLiveMember(ctx, node, 'move aside the data of');
     const rt = await ctx.res.runtime(node);
     const r = await rt.moveDataAside(`job-${ctx.planId}`);
     return r.movedTo

@@ -20,6 +20,8 @@ export type ArgSpec = (
   | { kind: 'member'; name: string; help: string }
   /** A job or plan id as the bot printed it. */
   | { kind: 'job'; name: string; help: string }
+  /** A snapshot id from /etcd snapshot list. */
+  | { kind: 'snapshot'; name: string; help: string }
   | { kind: 'number'; name: string; help: string; min: number; max: number }
   | { kind: 'choice'; name: string; help: string; choices: string[] }
 ) & { optional?: boolean; default?: string };
@@ -31,6 +33,7 @@ export const arg = {
   node: (name = 'node'): ArgSpec => ({ kind: 'node', name, help: 'a control-plane node of that cluster' }),
   member: (name = 'member'): ArgSpec => ({ kind: 'member', name, help: 'a node name, or a member id (16 hex digits) from /etcd status' }),
   job: (name = 'job'): ArgSpec => ({ kind: 'job', name, help: 'a job id from /etcd jobs' }),
+  snapshot: (name = 'snapshot'): ArgSpec => ({ kind: 'snapshot', name, help: 'a snapshot id from /etcd snapshot list' }),
   number: (name: string, min: number, max: number, def?: number): ArgSpec => ({
     kind: 'number', name, help: `a number from ${min} to ${max}`, min, max, optional: def !== undefined, default: def === undefined ? undefined : String(def),
   }),

@@ -1,6 +1,7 @@
 import type { MedicConfig, ClusterConfig } from '../config/schema';
 import { CommandDef, usage } from './command';
 import { MedicError } from './errors';
+import { isSnapshotId } from '../snapshot/store';
 
 /** Longest command line accepted; anything longer is refused before it is read further. */
 export const MAX_INPUT_CHARS = 300;
@@ -95,6 +96,11 @@ export function parseInvocation(text: string, commands: readonly CommandDef[], c
       }
       case 'job': {
         if (!/^[a-z0-9][a-z0-9-]{0,40}$/.test(value)) throw new MedicError('BAD_INPUT', `<${spec.name}> must be a job id as /etcd jobs prints it, not '${value}'`);
+        args[spec.name] = value;
+        break;
+      }
+      case 'snapshot': {
+        if (!isSnapshotId(value)) throw new MedicError('BAD_INPUT', `<${spec.name}> must be a snapshot id as /etcd snapshot list prints it, not '${value}'`);
         args[spec.name] = value;
         break;
       }
