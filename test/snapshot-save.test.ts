@@ -73,6 +73,10 @@ describe('saveSnapshot (real etcd)', () => {
     expect(record.sizeBytes).toBe(statSync(file).size);
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(record.verified.totalKeys).toBeGreaterThanOrEqual(Object.keys(KEYS).length);
+    // Live keys at the snapshot's revision, as etcd counts them (not totalKeys: every revision).
+    expect(record.liveKeys).toBe(Number((await etcd.etcdctlOk(['get', '', '--prefix', '--limit=1', '-w', 'json', `--rev=${revision}`])).match(/"count":(\d+)/)![1]));
+    expect(record.liveKeys).toBe(Object.keys(KEYS).length);
+    expect(record.liveKeysNote).toBeUndefined();
     // The same numbers etcdctl reads from the file.
     const independent = parseSnapshotStatus((await etcd.etcdctlOk(['snapshot', 'status', '-w', 'json', file])));
     expect(record.verified).toMatchObject(independent);
@@ -97,6 +101,23 @@ describe('saveSnapshot (real etcd)', () => {
       await restored.stop();
       rmSync(restoreDir, { recursive: true, force: true });
     }
+  });
+
+  it('keeps the snapshot without a live key count when its revision was compacted first, and says so', async () => {
+    // A real compaction between the snapshot and the count: etcd's own "compacted" error.
+    const compacting: SaveSnapshotOptions['client'] = {
+      status: () => client.status(),
+      snapshot: (sink, o) => client.snapshot(sink, o),
+      countKeys: async (o) => {
+        await client.put('/medic/compact-me', 'x');
+        await etcd.etcdctlOk(['compact', await etcd.revision()]);
+        return client.countKeys(o);
+      },
+    };
+    const r = await saveSnapshot(saveOpts({ client: compacting }));
+    expect(r.liveKeys).toBeUndefined();
+    expect(r.liveKeysNote).toMatch(new RegExp(`not counted: revision ${r.revision} was compacted`));
+    expect(await store.get(CLUSTER, r.id)).toEqual(r);
   });
 
   it('a sink that fails mid-stream keeps nothing and says what to do', async () => {

@@ -89,6 +89,21 @@ export const clusterSchema = z.object({
     /** How long an approval request stays open. */
     approvalTtlMinutes: z.number().int().min(1).max(24 * 60).default(15),
   }).strict().default({}),
+  /**
+   * The bot's snapshots of this cluster (snapshot save, scheduled ones, safety snapshots).
+   * After each save a snapshot is kept while it is among the newest `keep` or younger than
+   * `maxAgeDays`; the newest verified one is never removed.
+   */
+  snapshots: z.object({
+    /** Newest snapshots always kept. @defaultValue 10 */
+    keep: z.number().int().min(1).max(1000).default(10),
+    /** Snapshots younger than this are kept too. @defaultValue 30 */
+    maxAgeDays: z.number().positive().max(3650).default(30),
+    /** Also keep a copy on the member's node at <dataDir>/snapshots/<id>.db, as the runbook does. @defaultValue false */
+    copyOnNode: z.boolean().default(false),
+    /** Take a scheduled snapshot every this many minutes (at least 5); none when absent. */
+    scheduleMinutes: z.number().int().min(5).max(7 * 24 * 60).optional(),
+  }).strict().default({}),
   nodes: z.array(nodeSchema).min(1).max(9),
 }).strict();
 

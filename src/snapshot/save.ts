@@ -13,7 +13,7 @@ import type { PendingSnapshot, SnapshotKind, SnapshotRecord, SnapshotStore } fro
 
 export interface SaveSnapshotOptions {
   /** The member to snapshot (one client per member: etcd3 would pick a random host). */
-  client: Pick<EtcdMemberClient, 'status' | 'snapshot'>;
+  client: Pick<EtcdMemberClient, 'status' | 'snapshot'> & Partial<Pick<EtcdMemberClient, 'countKeys'>>;
   store: SnapshotStore;
   cluster: string;
   /** Config node name of that member. */
@@ -107,6 +107,22 @@ function reconcileRevision(o: SaveSnapshotOptions, s: Streamed, v: SnapshotInspe
   return v.revision ?? header ?? '0';
 }
 
+/**
+ * Live keys at the snapshot's revision, asked of the same member. A restore compares its
+ * key count with this; the snapshot stays good without it, so a failure is recorded, not
+ * thrown (e.g. the revision was compacted between the snapshot and the count).
+ */
+async function countLiveKeys(o: SaveSnapshotOptions, revision: string): Promise<{ liveKeys: number } | { liveKeysNote: string }> {
+  if (!o.client.countKeys) return { liveKeysNote: 'not counted (this client cannot count keys)' };
+  if (revision === '0') return { liveKeysNote: 'not counted: the snapshot\'s revision is unknown' };
+  try {
+    return { liveKeys: (await o.client.countKeys({ revision })).count };
+  } catch (e) {
+    const compacted = /compacted/i.test(describeError(e));
+    return { liveKeysNote: compacted ? `not counted: revision ${revision} was compacted before it could be counted` : `not counted: ${describeError(e)}` };
+  }
+}
+
 /** The next step for the user, by what went wrong. */
 function advice(o: SaveSnapshotOptions, e: unknown): { hint: string; retryable: boolean } {
   const errno = (e as NodeJS.ErrnoException | undefined)?.code;
@@ -157,11 +173,13 @@ export async function saveSnapshot(o: SaveSnapshotOptions): Promise<SnapshotReco
     }
     const verified = await inspectSnapshot(pending.tmpPath, { requireChecksum: true, ...o.inspect });
     const revision = reconcileRevision(o, streamed, verified);
+    const live = await countLiveKeys(o, revision);
     return await pending.finish({
       node: o.node, memberId: status.memberId, revision, etcdVersion: o.etcdVersion ?? status.version,
       sha256: streamed.sha256, requester: o.requester, reason: o.reason, kind: o.kind,
       ...(o.jobId !== undefined ? { jobId: o.jobId } : {}),
       verified,
+      ...live,
     });
   } catch (e) {
     await pending?.abort().catch(() => undefined);

@@ -52,6 +52,15 @@ export interface SnapshotRecord {
   jobId?: string;
   kind: SnapshotKind;
   verified: SnapshotVerification;
+  /**
+   * Live keys at the snapshot's revision, counted by the member when it was taken (a
+   * count-only range at that revision): what a restore must serve again. `totalKeys` of
+   * `snapshot status` counts every stored revision of every key, not this. Absent when
+   * it could not be counted (compacted already, older record): `liveKeysNote` says why.
+   */
+  liveKeys?: number;
+  /** Why liveKeys is absent. */
+  liveKeysNote?: string;
 }
 
 /** What the writer knows once the file is complete; the store adds id, cluster, createdAt and size. */
