@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import IORedis, { Redis } from 'ioredis';
 import { AuditLog, createAuditLog } from '../src/audit/audit-log';
 import { canonicalJson } from '../src/audit/verify';
-import { RedisServer, startRedis } from './support/redis';
+import { RedisServer, startRedisWhenFree } from './support/redis';
 
 const ROOT = join(__dirname, '..');
 const CLI = join(ROOT, 'dist/src/cli/audit.js');
@@ -14,17 +14,6 @@ const PORT = 6411;
 /** Nothing listens here: the CLI must give up with exit 2. */
 const DEAD_PORT = 6419;
 
-async function startRedisWhenFree(port: number, waitMs = 100000): Promise<RedisServer> {
-  const until = Date.now() + waitMs;
-  for (;;) {
-    try {
-      return await startRedis(port);
-    } catch (e) {
-      if (Date.now() > until || !/already answers|did not start/.test(String(e))) throw e;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
-}
 
 interface Run { code: number | null; stdout: string; stderr: string }
 

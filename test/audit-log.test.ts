@@ -3,23 +3,12 @@ import IORedis, { Redis } from 'ioredis';
 import { AuditEntry, createAuditLog, formatAuditReport, AUDIT_REPORT_ROWS } from '../src/audit/audit-log';
 import { redact, redactDeep } from '../src/audit/redact';
 import { canonicalJson, GENESIS, hashEntry, verifyChain } from '../src/audit/verify';
-import { RedisServer, startRedis } from './support/redis';
+import { RedisServer, startRedisWhenFree } from './support/redis';
 
 // Port 6411 is this suite's; audit-cli.test.ts uses it too, so whichever file runs second
 // waits for the first to stop its server instead of failing on a taken port.
 const PORT = 6411;
 
-async function startRedisWhenFree(port: number, waitMs = 100000): Promise<RedisServer> {
-  const until = Date.now() + waitMs;
-  for (;;) {
-    try {
-      return await startRedis(port);
-    } catch (e) {
-      if (Date.now() > until || !/already answers|did not start/.test(String(e))) throw e;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
-}
 
 const PEM = [
   '-----BEGIN RSA PRIVATE KEY-----',

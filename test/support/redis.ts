@@ -53,3 +53,16 @@ export async function startRedis(port: number): Promise<RedisServer> {
   };
 }
 
+
+/** startRedis, waiting while another suite still holds the port (suites that share one). */
+export async function startRedisWhenFree(port: number, waitMs = 100000): Promise<RedisServer> {
+  const until = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await startRedis(port);
+    } catch (e) {
+      if (Date.now() > until || !/already answers|did not start/.test(String(e))) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
