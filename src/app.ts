@@ -19,6 +19,7 @@ import { createJobResources } from './actions/context';
 import { runAction } from './actions/actions';
 import { createSnapshotStore } from './snapshot/store';
 import type { ChatSurface } from './engine/types';
+import { groupIdsIn } from './adapters/slack/groups';
 
 export interface MedicOptions {
   config: MedicConfig;
@@ -129,6 +130,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
       socketMode: opts.slack.socketMode && opts.slack.appToken ? { appToken: opts.slack.appToken } : undefined,
       webClientRetries: opts.slack.webClientRetries,
       logger: opts.log,
+      groupIds: groupIdsIn(opts.config),
     });
     notifiers.slack = slack.notifier;
     surfaces.slack = slack.surface;

@@ -33,6 +33,10 @@ export interface FakeSlackOptions {
   teamId?: string;
   botUserId?: string;
   botId?: string;
+  /** User groups (S…) and their members, for usergroups.users.list. @defaultValue none */
+  usergroups?: Record<string, string[]>;
+  /** Scopes the bot token lacks: methods needing them answer `missing_scope`. @defaultValue none */
+  missingScopes?: string[];
 }
 
 export interface FakeCall {
@@ -129,6 +133,8 @@ export class FakeSlack {
       teamId: options.teamId ?? 'T0MEDIC01',
       botUserId: options.botUserId ?? 'U0MEDICBOT',
       botId: options.botId ?? 'B0MEDICBOT',
+      usergroups: options.usergroups ?? {},
+      missingScopes: options.missingScopes ?? [],
     };
   }
 
@@ -378,6 +384,16 @@ export class FakeSlack {
         if (blocks !== undefined) message.blocks = blocks;
         message.edits += 1;
         return record(200, { ok: true, channel, ts, text: message.text, message: this.wire(message) }, body);
+      }
+
+      // https://api.slack.com/methods/usergroups.users.list — scope usergroups:read.
+      case 'usergroups.users.list': {
+        if (this.opts.missingScopes.includes('usergroups:read')) return fail('missing_scope', { needed: 'usergroups:read', provided: 'commands,chat:write' });
+        const group = str(body.usergroup);
+        if (!group) return fail('invalid_arguments');
+        const users = this.opts.usergroups[group];
+        if (!users) return fail('no_such_subteam');
+        return record(200, { ok: true, users }, body);
       }
 
       default:

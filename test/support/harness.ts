@@ -4,7 +4,7 @@ import pino from 'pino';
 import { startMedic, Medic } from '../../src/app';
 import { loadConfig } from '../../src/config/load';
 import type { MedicConfig } from '../../src/config/schema';
-import { FakeSlack } from './fake-slack';
+import { FakeSlack, FakeSlackOptions } from './fake-slack';
 import { signedSlashCommand, SignedResponse } from './slack-sign';
 import { LAB_DIR, labConfigPath } from './lab';
 
@@ -41,10 +41,12 @@ export interface HarnessOptions {
   worker?: boolean;
   queueName?: string;
   now?: () => Date;
+  /** Options of the fake Slack (user groups, missing scopes…). */
+  fakeSlack?: FakeSlackOptions;
 }
 
 export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
-  const fake = new FakeSlack();
+  const fake = new FakeSlack(opts.fakeSlack);
   await fake.start();
   const config = loadConfig(labConfigPath());
   opts.mutateConfig?.(config);

@@ -11,6 +11,7 @@ import { describeError, isMedicError, MedicError } from '../../engine/errors';
 import type { Report } from '../../engine/report';
 import type { ChatSurface, DecisionResult, EngineApi, Invocation, Notifier, Origin, Prepared } from '../../engine/types';
 import { escapeMrkdwn, PLAN_ACTION_IDS, renderReport } from './blocks';
+import { createGroupResolver, GroupResolver } from './groups';
 
 export interface SlackAppOptions {
   engine: EngineApi;
@@ -38,6 +39,8 @@ export interface SlackAppOptions {
   webClientTimeoutMs?: number;
   /** Slash command to handle. @defaultValue '/etcd' */
   command?: string;
+  /** User group ids (S…) the access rules name; their membership is looked up per request. @defaultValue none */
+  groupIds?: readonly string[];
 }
 
 /** The four methods this adapter and Bolt log through; pino and console both fit. */
@@ -104,8 +107,9 @@ export function createSlackApp(opts: SlackAppOptions): SlackApp {
     });
 
   const logger = app.logger;
-  app.command(opts.command ?? '/etcd', createCommandListener(opts.engine));
-  app.action(new RegExp(`^(${Object.values(PLAN_ACTION_IDS).join('|')})$`), createPlanActionListener(opts.engine));
+  const groups = createGroupResolver(app.client, opts.groupIds ?? [], logger);
+  app.command(opts.command ?? '/etcd', createCommandListener(opts.engine, groups));
+  app.action(new RegExp(`^(${Object.values(PLAN_ACTION_IDS).join('|')})$`), createPlanActionListener(opts.engine, groups));
   app.error(async (error) => {
     // The listener answers every error itself; this only keeps Bolt from rethrowing.
     logger.error(`unhandled error: ${describeError(error)}`);
@@ -153,7 +157,7 @@ export function createSlackApp(opts: SlackAppOptions): SlackApp {
 type CommandArgs = SlackCommandMiddlewareArgs & AllMiddlewareArgs;
 
 /** The `/etcd` listener: prepare, ack within Slack's 3 s, then enqueue. */
-export function createCommandListener(engine: EngineApi) {
+export function createCommandListener(engine: EngineApi, groups?: GroupResolver) {
   return async ({ command, ack, respond, client, logger }: CommandArgs): Promise<void> => {
     let acked = false;
     const ackOnce = async (message: RespondArguments) => {
@@ -166,6 +170,7 @@ export function createCommandListener(engine: EngineApi) {
       user: command.user_id,
       team: command.team_id,
       responseUrl: command.response_url,
+      groups: groups ? await groups.groupsOf(command.user_id) : undefined,
     };
     const invocation: Invocation = { text: (command.text ?? '').trim(), origin };
     try {
@@ -228,7 +233,7 @@ type ActionArgs = SlackActionMiddlewareArgs<BlockAction> & AllMiddlewareArgs;
  * Approve / Reject / Cancel on a plan message. Bolt has verified the signature and the
  * timestamp; the engine checks the rest (who, which channel, which message, expiry).
  */
-export function createPlanActionListener(engine: EngineApi) {
+export function createPlanActionListener(engine: EngineApi, groups?: GroupResolver) {
   return async ({ ack, body, action, respond, client, logger }: ActionArgs): Promise<void> => {
     await ack();
     const button = action as ButtonAction;
@@ -245,7 +250,10 @@ export function createPlanActionListener(engine: EngineApi) {
       await say(':x: this button is not one of etcd-medic\'s plan buttons: nothing changed');
       return;
     }
-    const origin: Origin = { adapter: 'slack', channel: body.channel.id, user: body.user.id, team: body.team?.id ?? undefined };
+    const origin: Origin = {
+      adapter: 'slack', channel: body.channel.id, user: body.user.id, team: body.team?.id ?? undefined,
+      groups: groups ? await groups.groupsOf(body.user.id) : undefined,
+    };
     const message = body.message?.ts ? { channel: body.channel.id, ts: body.message.ts } : undefined;
     try {
       const result = await engine.decide({ action: kind, planId, origin, message });
