@@ -20,6 +20,7 @@ import { runAction } from './actions/actions';
 import { createSnapshotStore } from './snapshot/store';
 import type { ChatSurface } from './engine/types';
 import { groupIdsIn } from './adapters/slack/groups';
+import { scheduleSnapshots } from './queue/scheduler';
 
 export interface MedicOptions {
   config: MedicConfig;
@@ -177,6 +178,11 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
       redisUrl: opts.redisUrl, runner, workflow, notifiers, name: opts.queueName, lockDurationMs: opts.lockDurationMs,
       log: (msg, extra) => opts.log.warn(extra ?? {}, msg),
     });
+    // Every worker sets the same schedules from the same config (upserts are idempotent).
+    void scheduleSnapshots(queue.queue, opts.config).then(
+      (r) => opts.log.info(r, 'snapshot schedules set'),
+      (e) => opts.log.warn({ error: String(e) }, 'could not set snapshot schedules'),
+    );
     // Stop the worker first: it waits for running jobs, which may still post to Slack.
     stops.unshift(async () => { await worker!.close(); });
   }

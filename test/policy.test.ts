@@ -24,6 +24,11 @@ const RISKS: Record<string, Risk> = {
   'add-member': 'mutating',
   'remove-member': 'destructive',
   'replace-member': 'destructive',
+  'force-new-cluster': 'destructive',
+  restore: 'destructive',
+  'snapshot save': 'read',
+  'snapshot list': 'read',
+  diagnose: 'read',
   // Decisions on a plan: requesting them is harmless; who may approve is checked on the plan.
   approve: 'read',
   reject: 'read',
@@ -124,6 +129,8 @@ describe('required approvals', () => {
   it('by default: destructive needs one approver, mutating only the requester\'s confirmation', () => {
     expect(Object.fromEntries(planned.map((c) => [c.id, requiredApprovals(c, cluster)]))).toEqual({
       'replace-member': 1, 'remove-member': 1, 'add-member': 0, defrag: 0, 'alarm-disarm': 0,
+      // Each throws away the identity of every other member: two people, whatever the policy.
+      'force-new-cluster': 2, ...(planned.some((c) => c.id === 'restore') ? { restore: 2 } : {}),
     });
   });
 
@@ -131,6 +138,7 @@ describe('required approvals', () => {
     const strict = clusterConfig({ access: { ...ACCESS, mutating: { ...ACCESS.mutating, approvals: 1 }, destructive: { ...ACCESS.destructive, approvals: 2 } } });
     expect(Object.fromEntries(planned.map((c) => [c.id, requiredApprovals(c, strict)]))).toEqual({
       'replace-member': 2, 'remove-member': 2, 'add-member': 1, defrag: 1, 'alarm-disarm': 1,
+      'force-new-cluster': 2, ...(planned.some((c) => c.id === 'restore') ? { restore: 2 } : {}),
     });
   });
 
