@@ -176,7 +176,13 @@ const actions: Partial<Record<ActionName, Action>> = {
     if (!target.isLearner && healthy < quorum) {
       throw new MedicError('UNSAFE', `removing ${id} would leave ${healthy} healthy of ${voters.length} voters, below quorum ${quorum}: refused, nothing removed`);
     }
-    const after = await client.memberRemove(id);
+    // Like member add, etcd refuses a removal for a few seconds after a member (re)joined
+    // ("unhealthy cluster"): wait, don't fail. Each try first checks it isn't gone already.
+    const after = await poll(ctx, `removing member ${id}`, STEP_TIMEOUT_MS.change - 10_000, async () => {
+      const now = await client.memberList();
+      if (!now.some((m) => m.id === id)) return now;
+      return client.memberRemove(id);
+    }, isTransient);
     return { status: 'done', detail: `removed member ${id} (${target.name || 'unnamed'}) via ${via}; ${after.length} members left` };
   },
 
