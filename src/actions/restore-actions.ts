@@ -12,7 +12,7 @@ import type { MemberInfo } from '../exec/types';
 import { adaptPeerConfig } from '../runtime/flags';
 import type { EtcdConfigDoc } from '../runtime/types';
 import { installPaths, installRestoredData, installState } from '../restore/install';
-import { prepareRestore, PrepareResult, RestoreMember, RestoreMethod, RestoreTool, sha256File } from '../restore/prepare';
+import { PrepareOptions, prepareRestore, PrepareResult, RestoreMember, RestoreMethod, RestoreTool, sha256File } from '../restore/prepare';
 import { inspectSnapshot } from '../snapshot/inspect';
 import type { SnapshotRecord, SnapshotStore } from '../snapshot/store';
 import type { Action, ActionContext } from './actions';
@@ -123,7 +123,7 @@ async function tarReady(path: string | undefined, sha: string | undefined): Prom
   return (await sha256File(path)) === sha;
 }
 
-async function prepare(ctx: ActionContext, input: RestoreInput, nodes: string[], method: PrepareOptionsMethod): Promise<PrepareResult> {
+async function prepare(ctx: ActionContext, input: RestoreInput, nodes: string[], method: PrepareOptions['method']): Promise<PrepareResult> {
   const { path } = await snapshotFile(ctx, input.snapshot, input.sha256);
   const size = (await stat(path)).size;
   return prepareRestore({
@@ -131,7 +131,6 @@ async function prepare(ctx: ActionContext, input: RestoreInput, nodes: string[],
     skipHashCheck: !hasAppendedSha(size), timeoutMs: TOOL_TIMEOUT_MS, progress: ctx.progress,
   });
 }
-type PrepareOptionsMethod = Parameters<typeof prepareRestore>[0]['method'];
 
 /** Flags the restored node's config must carry; the data itself ignores them once it exists. */
 function restoreFlags(step: StepSpec, node: string): Array<[string, string]> {
@@ -291,11 +290,15 @@ async function verifyRestore(step: StepSpec, ctx: ActionContext) {
       // At the restored revision itself the count is exact, whatever was written since.
       // (With the bump everything below it is marked compacted: read at the bumped revision.)
       const at = minRev > 0n ? await clients[0].c.countKeys({ revision: minRev.toString() }).catch(() => undefined) : undefined;
-      const seen = at ?? now;
-      if (seen.count !== liveKeys) {
+      // Without that read, the current count is exact only while nothing was written since.
+      const seen = at ?? (minRev === 0n || BigInt(now.revision) === minRev ? now : undefined);
+      if (!seen) {
+        keys += `; revision ${minRev} could not be read and writes since changed the count: the snapshot's ${liveKeys} keys were not compared`;
+      } else if (seen.count !== liveKeys) {
         throw new MedicError('UNSAFE', `the restored cluster has ${seen.count} keys at revision ${seen.revision}, the snapshot had ${liveKeys}: not the snapshot's data. Check before relying on it`);
+      } else {
+        keys += `; ${liveKeys} keys at revision ${seen.revision}, as in the snapshot`;
       }
-      keys += `; ${liveKeys} keys at revision ${seen.revision}, as in the snapshot`;
     }
     const ids = members.map((m) => `${m.name || '?'} ${m.id}`).join(', ');
     return `${names.length}/${names.length} members healthy (${ids}), no learner; ${keys} (snapshot revision ${snapRev}${bump ? `, bumped by ${bump}` : ''})`;
