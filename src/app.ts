@@ -102,7 +102,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const sshKey = opts.sshKey;
   const snapshots = { store: createSnapshotStore({ dir: opts.snapshotDir ?? '/var/lib/etcd-medic/snapshots' }) };
   const workflow = createWorkflow({
-    config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, now: opts.now, planIdPrefix: opts.planIdPrefix,
+    config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, now: opts.now, planIdPrefix: opts.planIdPrefix, queueName: opts.queueName ?? 'etcd-medic',
     enqueueExecution: (job, jobId) => queue.add(job, { jobId }),
     openResources: sshKey ? (cluster): ExecutionResources => {
       const res = createJobResources({ cluster, sshKey });

@@ -101,14 +101,14 @@ describe('workflow', () => {
     f.state.d = { down: ['node3'] };
     await planned(f, 'replace-member node3');
     const [a, b] = await Promise.all([
-      f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') }),
-      f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0CAROL') }),
+      f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') }),
+      f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0CAROL') }),
     ]);
     const texts = [a.text, b.text].join('\n');
-    expect(texts).toMatch(/you approved plan 7: it runs now/);
+    expect(texts).toMatch(/you approved plan 1: it runs now/);
     expect(texts).toMatch(/already approved|is approved: it can't be approved any more/);
     expect(f.enqueued).toHaveLength(1);
-    expect(f.enqueued[0].id).toBe('x7');
+    expect(f.enqueued[0].id).toBe('x1');
     const granted = (await f.audit.recent({ limit: 50 })).filter((e) => e.type === 'approval.granted');
     expect(granted).toHaveLength(1);
   });
@@ -117,14 +117,14 @@ describe('workflow', () => {
     const f = make();
     f.state.d = { down: ['node3'] };
     await planned(f, 'replace-member node3');
-    expect((await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') })).ok).toBe(true);
+    expect((await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') })).ok).toBe(true);
     const checkpoints: ExecCheckpoint[] = [];
-    const report = await f.wf.executeJob(f.enqueued[0].job, 'x7', io(checkpoints));
+    const report = await f.wf.executeJob(f.enqueued[0].job, 'x1', io(checkpoints));
     expect(report.verdict?.text).toMatch(/^done: all 11 steps ran/);
     expect(f.ran).toHaveLength(11);
     expect(f.ran[1]).toBe('etcd.memberRemove node3');
     expect(checkpoints.map((c) => c.cursor)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
-    expect((await f.approvals.get('7'))!.status).toBe('succeeded');
+    expect((await f.approvals.get('1'))!.status).toBe('succeeded');
     expect(await f.locks.holder('prod-eu1')).toBeUndefined();
     const v = await f.audit.verify();
     expect(v.problems).toEqual([]);
@@ -137,18 +137,18 @@ describe('workflow', () => {
     const f = make();
     f.state.d = { down: ['node3'] };
     await planned(f, 'replace-member node3');
-    await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') });
+    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
     let release!: () => void;
     f.gates.set(2, new Promise<void>((r) => { release = r; }));
-    const running = f.wf.executeJob(f.enqueued[0].job, 'x7', io());
+    const running = f.wf.executeJob(f.enqueued[0].job, 'x1', io());
     while (f.ran.length < 2) await new Promise((r) => setTimeout(r, 20));
-    const c = await f.wf.decide({ action: 'cancel', planId: '7', origin: slack('U0ALICE') });
+    const c = await f.wf.decide({ action: 'cancel', planId: '1', origin: slack('U0ALICE') });
     expect(c.text).toMatch(/will stop after its current step/);
     release();
     const report = await running;
     expect(f.ran).toHaveLength(3);
     expect(report.verdict?.text).toMatch(/cancelled before step 4\/11: .*steps 1-3 ran, the rest did not/);
-    expect((await f.approvals.get('7'))!.status).toBe('stopped');
+    expect((await f.approvals.get('1'))!.status).toBe('stopped');
     expect(await f.locks.holder('prod-eu1')).toBeUndefined();
   });
 
@@ -158,7 +158,7 @@ describe('workflow', () => {
     try {
       const r = await planned(f, 'defrag', 'U0ALICE', '8');
       expect(r.verdict?.text).toBe('cluster busy: job 41 by U0DAVE, step 3/7: node.startEtcd node2. Nothing of your request ran; try again when it has finished (/etcd jobs prod-eu1)');
-      expect(await f.approvals.get('8')).toBeUndefined();
+      expect(await f.approvals.recent('prod-eu1', 10)).toEqual([]);
     } finally {
       await lease.release();
     }
@@ -168,14 +168,14 @@ describe('workflow', () => {
     const f = make();
     f.state.d = { down: ['node3'] };
     await planned(f, 'replace-member node3');
-    await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') });
+    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
     // The dead worker's lease is still there (nobody renews it), and the job's data says
     // steps 1-4 finished.
-    await f.approvals.transition('7', ['approved'], 'running');
-    await f.locks.acquire('prod-eu1', { jobId: '7', requester: 'U0ALICE', progress: 'step 5/11' });
+    await f.approvals.transition('1', ['approved'], 'running');
+    await f.locks.acquire('prod-eu1', { jobId: '1', requester: 'U0ALICE', progress: 'step 5/11' });
     const heldAt = Date.now();
     const job = { ...f.enqueued[0].job, exec: { cursor: 4, outputs: {}, resumes: 0, startedAt: new Date().toISOString(), states: [] } };
-    const report = await f.wf.executeJob(job, 'x7', io());
+    const report = await f.wf.executeJob(job, 'x1', io());
     expect(report.verdict?.text).toMatch(/^done/);
     // Not before the old lease (2 s) lapsed.
     expect(f.ranAt[0] - heldAt).toBeGreaterThanOrEqual(1500);
@@ -189,19 +189,19 @@ describe('workflow', () => {
     const f = make();
     f.state.d = { down: ['node3'] };
     await planned(f, 'replace-member node3');
-    await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') });
+    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
     let release!: () => void;
     f.gates.set(1, new Promise<void>((r) => { release = r; }));
-    const running = f.wf.executeJob(f.enqueued[0].job, 'x7', io());
+    const running = f.wf.executeJob(f.enqueued[0].job, 'x1', io());
     while (f.ran.length < 1) await new Promise((r) => setTimeout(r, 20));
     // Another worker took the cluster (this one was presumed dead and its lease lapsed).
     await f.redis.del('etcd-medic:lock:prod-eu1');
-    const other = await f.locks.acquire('prod-eu1', { jobId: '7', requester: 'U0ALICE', progress: 'resumed elsewhere' });
+    const other = await f.locks.acquire('prod-eu1', { jobId: '1', requester: 'U0ALICE', progress: 'resumed elsewhere' });
     release();
     const report = await running;
     expect(report.verdict?.text).toMatch(/lost the lock on prod-eu1/);
     expect(f.ran.length).toBeLessThanOrEqual(2);
-    expect((await f.approvals.get('7'))!.status).toBe('running');
+    expect((await f.approvals.get('1'))!.status).toBe('running');
     expect((await f.locks.holder('prod-eu1'))?.progress).toBe('resumed elsewhere');
     await other.release();
   });
@@ -209,15 +209,15 @@ describe('workflow', () => {
   it('a mutating plan is confirmed by its requester; a destructive one needs someone else', async () => {
     const f = make();
     await planned(f, 'defrag');
-    const r = await f.wf.decide({ action: 'approve', planId: '7', origin: slack('U0ALICE') });
+    const r = await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0ALICE') });
     expect(r.text).toMatch(/it runs now/);
     const g = make();
     g.state.d = { down: ['node3'] };
     await planned(g, 'remove-member node3');
-    expect((await g.wf.decide({ action: 'approve', planId: '7', origin: slack('U0ALICE') })).text).toMatch(/someone else must approve it/);
-    expect((await g.wf.decide({ action: 'reject', planId: '7', origin: slack('U0MALLORY') })).text).toMatch(/only the requester or an approver/);
-    expect((await g.wf.decide({ action: 'reject', planId: '7', origin: slack('U0CAROL') })).text).toMatch(/you rejected plan 7; nothing ran/);
-    expect((await g.wf.decide({ action: 'approve', planId: '7', origin: slack('U0BOB') })).text).toMatch(/is rejected/);
+    expect((await g.wf.decide({ action: 'approve', planId: '1', origin: slack('U0ALICE') })).text).toMatch(/someone else must approve it/);
+    expect((await g.wf.decide({ action: 'reject', planId: '1', origin: slack('U0MALLORY') })).text).toMatch(/only the requester or an approver/);
+    expect((await g.wf.decide({ action: 'reject', planId: '1', origin: slack('U0CAROL') })).text).toMatch(/you rejected plan 1; nothing ran/);
+    expect((await g.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') })).text).toMatch(/is rejected/);
     expect(g.enqueued).toHaveLength(0);
   });
 });

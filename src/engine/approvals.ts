@@ -92,6 +92,13 @@ for i = 2, #ARGV do
 end
 return false`;
 
+const ALLOCATE = `
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+local id = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
+return id`;
+
 // Record, status and index together, or nothing: an existing id is never overwritten.
 const CREATE = `
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -104,6 +111,11 @@ return 1`;
 const RECORD_TTL_MS = 30 * 24 * 3600 * 1000;
 
 export interface ApprovalStore {
+  /**
+   * A short plan id, unique in this Redis whatever queue the planning job came from; the
+   * same job asking again (its worker stalled and it ran twice) gets the same id.
+   */
+  allocateId(scope: string): Promise<string>;
   /** Stores a new plan; false when the id is taken (nothing is overwritten). */
   create(rec: PlanRecord): Promise<boolean>;
   get(id: string): Promise<PlanView | undefined>;
@@ -122,6 +134,10 @@ export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): Approv
   const k = (id: string, part: string) => `${prefix}:plan:${id}:${part}`;
   const ttl = String(RECORD_TTL_MS);
   const store: ApprovalStore = {
+    async allocateId(scope) {
+      const id = await redis.eval(ALLOCATE, 2, `${prefix}:plan-of:${scope}`, `${prefix}:plan-seq`, ttl) as number | string;
+      return String(id);
+    },
     async create(rec) {
       const created = await redis.eval(CREATE, 3, k(rec.id, 'record'), k(rec.id, 'status'), `${prefix}:plans:${rec.cluster}`,
         JSON.stringify(rec), ttl, String(Date.parse(rec.createdAt)), rec.id) as number;

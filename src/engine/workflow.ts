@@ -49,8 +49,10 @@ export interface WorkflowDeps {
   renewEveryMs?: number;
   /** Least time between two edits of a plan message (chat.update is rate-limited). @defaultValue 1500 */
   updateEveryMs?: number;
-  /** Prefix of plan ids, so two queues sharing one Redis never mint the same plan id. @defaultValue '' */
+  /** Prefix of plan ids (the console's are "c12"). @defaultValue '' */
   planIdPrefix?: string;
+  /** Name of the queue planning jobs come from: with the job id, it keys the plan id. @defaultValue 'queue' */
+  queueName?: string;
 }
 
 /** What the worker hands an execution: checkpointing and progress for the console. */
@@ -166,7 +168,8 @@ export function createWorkflow(deps: WorkflowDeps) {
       await audit(refused ? 'job.refused' : 'job.failed', cluster.name, jobId, 'bot', { reason: describeError(e) });
       return deliver(errorReport(title, `${refused ? 'refused' : 'could not plan'}: ${describeError(e)}. Nothing ran.`, [`/etcd status ${cluster.name}`]));
     }
-    const view = await createRecord(`${deps.planIdPrefix ?? ''}${jobId}`, command, cluster, job.origin, computed.plan, computed.hash);
+    const planId = `${deps.planIdPrefix ?? ''}${await deps.approvals.allocateId(`${deps.queueName ?? 'queue'}:${jobId}`)}`;
+    const view = await createRecord(planId, command, cluster, job.origin, computed.plan, computed.hash);
     return planReport(view);
   }
 
