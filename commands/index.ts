@@ -2,6 +2,7 @@ import type { CommandDef } from '../src/engine/command';
 import clusters from './clusters';
 import help from './help';
 import status from './status';
+import diagnose from './diagnose';
 import snapshotSave from './snapshot-save';
 import snapshotList from './snapshot-list';
 import removeMember from './remove-member';
@@ -20,4 +21,4 @@ import reject from './reject';
 import cancel from './cancel';
 
 /** Every subcommand, in the order help lists them. */
-export const commands: readonly CommandDef[] = [status, snapshotSave, snapshotList, alarm, logs, replaceMember, removeMember, addMember, restore, forceNewCluster, defrag, alarmDisarm, approve, reject, cancel, jobs, audit, clusters, help];
+export const commands: readonly CommandDef[] = [status, diagnose, snapshotSave, snapshotList, alarm, logs, replaceMember, removeMember, addMember, restore, forceNewCluster, defrag, alarmDisarm, approve, reject, cancel, jobs, audit, clusters, help];
