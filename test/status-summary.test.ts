@@ -44,10 +44,10 @@ describe('status verdicts', () => {
     expect(s.next).toEqual(['/etcd force-new-cluster c n1']);
   });
 
-  it('unknown when no member could be reached at all, and no repair is suggested', () => {
+  it('unknown when no member could be reached at all: no repair suggested, diagnose first', () => {
     const s = summarize(cluster, snap(down('n1'), down('n2'), down('n3')));
     expect(s.verdict).toBe('unknown');
-    expect(s.next).toEqual(['/etcd status c']);
+    expect(s.next).toEqual(['/etcd diagnose c', '/etcd status c']);
   });
 
   it('an old member left under a reused name does not borrow the new one\'s health', () => {

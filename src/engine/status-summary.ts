@@ -157,9 +157,9 @@ function advise(
   const reasons: string[] = [];
   const unhealthy = members.filter((m) => !m.healthy && !m.isLearner);
   if (verdict === 'unknown') {
-    reasons.push('no member could be reached: this says nothing about the cluster yet. Check the bot\'s SSH access (host keys, key, network) before acting');
+    reasons.push('no member could be reached: this says nothing about the cluster yet. Check the bot\'s SSH access (host keys, key, network) before acting; /etcd diagnose reads the nodes\' state and etcd logs, and offers a restore when every member is lost');
     for (const u of unreachable) reasons.push(`${u.node}: ${u.reason}`);
-    next.push(`/etcd status ${cluster}`);
+    next.push(`/etcd diagnose ${cluster}`, `/etcd status ${cluster}`);
     return { next, reasons };
   }
   if (verdict === 'quorum-lost') {
