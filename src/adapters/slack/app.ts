@@ -170,8 +170,9 @@ export function createCommandListener(engine: EngineApi, groups?: GroupResolver)
       user: command.user_id,
       team: command.team_id,
       responseUrl: command.response_url,
-      groups: groups ? await groups.groupsOf(command.user_id) : undefined,
     };
+    const inGroups = groups ? await groups.groupsOf(command.user_id) : [];
+    if (inGroups.length) origin.groups = inGroups;
     const invocation: Invocation = { text: (command.text ?? '').trim(), origin };
     try {
       const prepared: Prepared = engine.prepare(invocation);
@@ -250,10 +251,9 @@ export function createPlanActionListener(engine: EngineApi, groups?: GroupResolv
       await say(':x: this button is not one of etcd-medic\'s plan buttons: nothing changed');
       return;
     }
-    const origin: Origin = {
-      adapter: 'slack', channel: body.channel.id, user: body.user.id, team: body.team?.id ?? undefined,
-      groups: groups ? await groups.groupsOf(body.user.id) : undefined,
-    };
+    const origin: Origin = { adapter: 'slack', channel: body.channel.id, user: body.user.id, team: body.team?.id ?? undefined };
+    const inGroups = groups ? await groups.groupsOf(body.user.id) : [];
+    if (inGroups.length) origin.groups = inGroups;
     const message = body.message?.ts ? { channel: body.channel.id, ts: body.message.ts } : undefined;
     try {
       const result = await engine.decide({ action: kind, planId, origin, message });
