@@ -6,7 +6,8 @@
  * A damaged snapshot stops before any node is touched; a restore whose worker is
  * SIGKILLed resumes on another worker process and ends correct.
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { startBot, stopProcess } from './support/processes';
 import { chmodSync, copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
@@ -27,7 +28,6 @@ const BOB = 'U0BOB';
 const CAROL = 'U0CAROL';
 const PREFIX = '/medic-test/restore/';
 const KEYS = 1000;
-const MAIN = join(__dirname, '..', 'dist', 'src', 'main.js');
 
 const store = createSnapshotStore({ dir: TEST_SNAPSHOT_DIR });
 
@@ -124,26 +124,6 @@ async function waitDone(h: Harness, ts: string, steps: number, timeoutMs = 300_0
   if (!new RegExp(`done: all ${steps} steps ran`).test(thread)) throw new Error(`the restore did not finish:\n${thread}`);
   for (let i = 1; i <= steps; i++) expect(thread).toMatch(new RegExp(`step ${i}/${steps}: `));
   return thread;
-}
-
-function startWorker(env: Record<string, string>): { child: ChildProcess; log: () => string } {
-  let log = '';
-  const child = spawn(process.execPath, [MAIN], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', MEDIC_ROLE: 'worker', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout!.on('data', (d) => { log += d; });
-  child.stderr!.on('data', (d) => { log += d; });
-  return { child, log: () => log };
-}
-
-function stopProcess(p: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  return new Promise((resolve) => {
-    if (p.exitCode !== null || p.signalCode !== null) { resolve(); return; }
-    const t = setTimeout(() => p.kill('SIGKILL'), 15000);
-    p.on('exit', () => { clearTimeout(t); resolve(); });
-    p.kill(signal);
-  });
 }
 
 describe('restore from a snapshot (lab)', () => {
@@ -245,7 +225,7 @@ describe('restore from a snapshot (lab)', () => {
         SLACK_BOT_TOKEN: web.fake.token, SLACK_API_URL: web.fake.url, MEDIC_SSH_KEY_FILE: join(LAB_DIR, 'bot_id_ed25519'),
         MEDIC_SNAPSHOT_DIR: TEST_SNAPSHOT_DIR, MEDIC_WORKER_LOCK_MS: '4000', MEDIC_CLUSTER_LEASE_MS: '6000',
       };
-      const a = startWorker(env);
+      const a = startBot(env);
       procs.push(a.child);
       logs.push(['worker A', a.log]);
       const { plan, planId } = await requestAndApprove(web, rec.id, 'all');
@@ -257,7 +237,7 @@ describe('restore from a snapshot (lab)', () => {
       // As if the next worker ran on another host: the tars prepared by the dead one are gone.
       rmSync(join(TEST_SNAPSHOT_DIR, '.restore', planId), { recursive: true, force: true });
 
-      const b = startWorker(env);
+      const b = startBot(env);
       procs.push(b.child);
       logs.push(['worker B', b.log]);
       const thread = await waitDone(web, plan.ts, 18);

@@ -4,37 +4,17 @@
  * that didn't finish (each step checks before it acts) and finishes. The audit chain
  * verifies with the CLI, shows the resume, and a changed line is detected.
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
 import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, labNode, labSh, memberIdsByName, memberList, pollUntil, run, waitLabHealthy, LAB_DIR, labConfigPath } from './support/lab';
+import { startBot, stopProcess } from './support/processes';
 import { Harness, LAB_CHANNEL, startHarness, TEST_REDIS_URL, TEST_SNAPSHOT_DIR } from './support/harness';
 import { click, threadText, waitPlanMessage } from './support/plans';
 
 jest.setTimeout(300_000);
 
-const MAIN = join(__dirname, '..', 'dist', 'src', 'main.js');
 const AUDIT_CLI = join(__dirname, '..', 'dist', 'src', 'cli', 'audit.js');
-
-function startWorker(env: Record<string, string>): { child: ChildProcess; log: () => string } {
-  let log = '';
-  const child = spawn(process.execPath, [MAIN], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', MEDIC_ROLE: 'worker', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout!.on('data', (d) => { log += d; });
-  child.stderr!.on('data', (d) => { log += d; });
-  return { child, log: () => log };
-}
-
-function stop(p: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  return new Promise((resolve) => {
-    if (p.exitCode !== null || p.signalCode !== null) { resolve(); return; }
-    const t = setTimeout(() => p.kill('SIGKILL'), 15000);
-    p.on('exit', () => { clearTimeout(t); resolve(); });
-    p.kill(signal);
-  });
-}
 
 describe('a worker killed in the middle of add-member', () => {
   let h: Harness;
@@ -61,7 +41,7 @@ describe('a worker killed in the middle of add-member', () => {
     };
   });
   afterAll(async () => {
-    await Promise.all(procs.map((p) => stop(p)));
+    await Promise.all(procs.map((p) => stopProcess(p)));
     await h?.stop();
   });
 
@@ -74,7 +54,7 @@ describe('a worker killed in the middle of add-member', () => {
     await pollUntil('member remove accepted', async () => (await hostEtcdctlRaw(['member', 'remove', ids.node3], [labNode('node1').clientUrl])).code === 0, 30_000, 1000);
     await pollUntil('node3 out of the member list', async () => !(await memberList([labNode('node1').clientUrl])).some((m) => m.id === ids.node3), 30_000);
 
-    const a = startWorker(env);
+    const a = startBot(env);
     procs.push(a.child);
     await h.slash('add-member lab node3', { user: 'U0ALICE' });
     const plan = await waitPlanMessage(h, /etcd add-member — lab/, 0, 60_000);
@@ -83,11 +63,11 @@ describe('a worker killed in the middle of add-member', () => {
     // Kill the worker as soon as node3 has been added as a learner: mid-job, lock held.
     await h.fake.waitFor(() => /step 4\/9: etcd\.memberAddLearner/.test(threadText(h, plan.ts)) || undefined, 120_000);
     a.child.kill('SIGKILL');
-    await stop(a.child);
+    await stopProcess(a.child);
     const stoppedAt = threadText(h, plan.ts);
     expect(stoppedAt).not.toMatch(/done: all 9 steps ran/);
 
-    const b = startWorker(env);
+    const b = startBot(env);
     procs.push(b.child);
     await h.fake.waitFor(() => /done: all 9 steps ran/.test(threadText(h, plan.ts)) || undefined, 180_000);
     const thread = threadText(h, plan.ts);
