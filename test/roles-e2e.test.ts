@@ -2,7 +2,8 @@
  * Web and worker as separate processes (MEDIC_ROLE=web / worker), as in production:
  * the web process only validates and queues, the worker runs the job and posts to Slack.
  */
-import { spawn, ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { startBot, stopProcess } from './support/processes';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { FakeSlack } from './support/fake-slack';
@@ -10,7 +11,6 @@ import { signedSlashCommand } from './support/slack-sign';
 import { LAB_DIR, labConfigPath, waitLabHealthy } from './support/lab';
 import { TEST_REDIS_URL, SIGNING_SECRET, LAB_CHANNEL, blocksText } from './support/harness';
 
-const MAIN = join(__dirname, '..', 'dist', 'src', 'main.js');
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -23,17 +23,6 @@ function freePort(): Promise<number> {
   });
 }
 
-function start(role: string, env: Record<string, string>): { child: ChildProcess; log: () => string } {
-  let log = '';
-  const child = spawn(process.execPath, [MAIN], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', MEDIC_ROLE: role, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout!.on('data', (d) => { log += d; });
-  child.stderr!.on('data', (d) => { log += d; });
-  return { child, log: () => log };
-}
-
 async function waitFor(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!cond()) {
@@ -42,20 +31,11 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs: number): Pr
   }
 }
 
-function stop(p: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (p.exitCode !== null || p.signalCode !== null) { resolve(); return; }
-    const t = setTimeout(() => p.kill('SIGKILL'), 10000);
-    p.on('exit', () => { clearTimeout(t); resolve(); });
-    p.kill('SIGTERM');
-  });
-}
-
 describe('MEDIC_ROLE=web and MEDIC_ROLE=worker as two processes', () => {
   const fake = new FakeSlack();
   const procs: ChildProcess[] = [];
   afterAll(async () => {
-    await Promise.all(procs.map(stop));
+    await Promise.all(procs.map((p) => stopProcess(p)));
     await fake.stop();
   });
 
@@ -69,7 +49,7 @@ describe('MEDIC_ROLE=web and MEDIC_ROLE=worker as two processes', () => {
       SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_API_URL: fake.url, MEDIC_QUEUE: queue,
     };
     // The web process gets no SSH key: it can't touch the nodes.
-    const web = start('web', { ...common, PORT: String(port), HOST: '127.0.0.1' });
+    const web = startBot({ ...common, PORT: String(port), HOST: '127.0.0.1' }, 'web');
     procs.push(web.child);
     await waitFor('the web process to listen', () => /slack adapter started/.test(web.log()), 30000);
 
@@ -84,7 +64,7 @@ describe('MEDIC_ROLE=web and MEDIC_ROLE=worker as two processes', () => {
 
     // A worker needs only the bot token to post (no signing secret: it serves nothing).
     const { SLACK_SIGNING_SECRET: _unused, ...workerEnv } = common;
-    const worker = start('worker', { ...workerEnv, MEDIC_SSH_KEY_FILE: join(LAB_DIR, 'bot_id_ed25519') });
+    const worker = startBot({ ...workerEnv, MEDIC_SSH_KEY_FILE: join(LAB_DIR, 'bot_id_ed25519') });
     procs.push(worker.child);
     const msg = await fake.waitFor((f) => f.messages(LAB_CHANNEL)[0], 60000);
     expect(blocksText(msg.blocks ?? [])).toContain('healthy: 3/3 voting members healthy');
