@@ -14,7 +14,7 @@ import IORedis, { Redis } from 'ioredis';
 import { createAuditLog, AuditLog } from './audit/audit-log';
 import { createApprovalStore } from './engine/approvals';
 import { createClusterLocks } from './locks/cluster-lock';
-import { createWorkflow, ExecutionResources } from './engine/workflow';
+import { createWorkflow, ExecutionResources, maxRevision } from './engine/workflow';
 import { createJobResources } from './actions/context';
 import { runAction } from './actions/actions';
 import { createSnapshotStore } from './snapshot/store';
@@ -98,7 +98,13 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const approvals = createApprovalStore(state);
   const locks = createClusterLocks(state, opts.clusterLeaseMs ?? 30000);
   const surfaces: Partial<Record<'slack' | 'console', ChatSurface>> = {};
-  const probe = opts.sshKey ? createProbe(opts.sshKey) : async () => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); };
+  const rawProbe = opts.sshKey ? createProbe(opts.sshKey) : async () => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); };
+  // Every probe notes the highest revision seen: a restore bumps past it.
+  const probe = async (cluster: ClusterConfig) => {
+    const snap = await rawProbe(cluster);
+    void approvals.noteRevision(cluster.name, maxRevision(snap.probes.map((p) => p.status?.revision ?? '0'))).catch(() => undefined);
+    return snap;
+  };
   const sshKey = opts.sshKey;
   const snapshots = { store: createSnapshotStore({ dir: opts.snapshotDir ?? '/var/lib/etcd-medic/snapshots' }) };
   const workflow = createWorkflow({

@@ -4,6 +4,8 @@
  * into per-node data dirs, packed as tars) against a throwaway one-member etcd, not the lab.
  */
 import { execFileSync } from 'node:child_process';
+import { revisionBump } from '../src/restore/plan';
+import { maxRevision } from '../src/engine/workflow';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -244,5 +246,21 @@ describe('restore data on the bot\'s host (etcdctl 3.4, a throwaway etcd)', () =
     } finally {
       await solo.stop();
     }
+  });
+});
+
+describe('revision bump', () => {
+  it('goes past the highest revision the bot has seen, at least 1e9, in whole steps of 1e9', () => {
+    expect(revisionBump('5000')).toBe(1e9);
+    expect(revisionBump('5000', '900000000')).toBe(1e9);
+    expect(revisionBump('5000', '1000005000')).toBe(2e9);
+    expect(revisionBump('5000', '2500000000')).toBe(3e9);
+    // Small writes between planning and running don't change it (nor the plan's hash).
+    expect(revisionBump('5000', '1000004000')).toBe(revisionBump('5000', '1000004999'));
+  });
+
+  it('the highest of uint64 revisions, compared exactly', () => {
+    expect(maxRevision(['0', '18446744073709551615', '18446744073709551614', 'x'])).toBe('18446744073709551615');
+    expect(maxRevision([])).toBe('0');
   });
 });

@@ -92,6 +92,14 @@ for i = 2, #ARGV do
 end
 return false`;
 
+// Keeps the larger of the stored and the given revision (compared by length, then text:
+// exact for uint64 decimal strings, which Lua's doubles are not).
+const MAX_REVISION = `
+local cur = redis.call('GET', KEYS[1])
+local new = ARGV[1]
+if (not cur) or #new > #cur or (#new == #cur and new > cur) then redis.call('SET', KEYS[1], new) end
+return 1`;
+
 const ALLOCATE = `
 local v = redis.call('GET', KEYS[1])
 if v then return v end
@@ -128,6 +136,10 @@ export interface ApprovalStore {
   requestCancel(id: string): Promise<void>;
   /** Newest first. */
   recent(cluster: string, limit: number): Promise<PlanView[]>;
+  /** Remembers the highest store revision seen on the cluster (restores bump past it). */
+  noteRevision(cluster: string, revision: string): Promise<void>;
+  /** The highest store revision ever noted for the cluster, '0' when none. */
+  observedRevision(cluster: string): Promise<string>;
 }
 
 export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): ApprovalStore {
@@ -188,6 +200,13 @@ export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): Approv
     },
     async requestCancel(id) {
       await redis.multi().hset(k(id, 'extra'), { cancel: '1' }).pexpire(k(id, 'extra'), RECORD_TTL_MS).exec();
+    },
+    async noteRevision(cluster, revision) {
+      if (!/^\d{1,19}$/.test(revision)) return;
+      await redis.eval(MAX_REVISION, 1, `${prefix}:max-revision:${cluster}`, revision);
+    },
+    async observedRevision(cluster) {
+      return (await redis.get(`${prefix}:max-revision:${cluster}`)) ?? '0';
     },
     async recent(cluster, limit) {
       const ids = await redis.zrevrange(`${prefix}:plans:${cluster}`, 0, limit - 1);

@@ -85,6 +85,8 @@ export interface PlanState {
   summary: StatusSummary;
   /** The cluster's snapshots in the bot's store, newest first (restore plans). */
   snapshots?: SnapshotRecord[];
+  /** The highest store revision the bot has seen on this cluster (restores bump past it). */
+  observedRevision?: string;
 }
 
 export function step(action: ActionName, node: string | undefined, params: Record<string, StepParam>, describe: string): StepSpec {

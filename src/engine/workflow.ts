@@ -91,7 +91,9 @@ export function createWorkflow(deps: WorkflowDeps) {
     const snapshot = await deps.probe(cluster);
     const summary = summarize(cluster, snapshot);
     const snapshots = deps.snapshots ? await deps.snapshots.store.list(cluster.name) : undefined;
-    const draft = command.plan!({ cluster, snapshot, summary, snapshots }, args);
+    const observedRevision = maxRevision([await deps.approvals.observedRevision(cluster.name), ...snapshot.probes.map((p) => p.status?.revision ?? '0')]);
+    await deps.approvals.noteRevision(cluster.name, observedRevision);
+    const draft = command.plan!({ cluster, snapshot, summary, snapshots, observedRevision }, args);
     const plan: Plan = {
       command: command.id, cluster: cluster.name, args, steps: draft.steps,
       facts: draft.facts ?? [], warnings: draft.warnings ?? [], basis: basisOf(summary),
@@ -601,6 +603,11 @@ function commandLines(cmds: CommandRecord[]): string {
 }
 
 export type { PlanView };
+
+/** The largest of uint64 revisions given as decimal strings. */
+export function maxRevision(revisions: string[]): string {
+  return revisions.filter((r) => /^\d+$/.test(r)).reduce((a, b) => (BigInt(b) > BigInt(a) ? b : a), '0');
+}
 
 function withDeadline<T>(p: Promise<T>, ms: number, what = 'waiting'): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -154,6 +154,7 @@ export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberCl
         raftIndex: String(r.raftIndex),
         raftAppliedIndex: String(r.raftAppliedIndex ?? '0'),
         errors: r.errors ?? [],
+        revision: r.header?.revision !== undefined ? String(r.header.revision) : undefined,
       };
     }),
 

@@ -24,6 +24,8 @@ export interface EndpointStatus {
   raftIndex: string;
   raftAppliedIndex: string;
   errors: string[];
+  /** The store's revision when this member answered (response header). */
+  revision?: string;
 }
 
 export interface Alarm {

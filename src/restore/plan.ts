@@ -21,6 +21,19 @@ export type RestoreMode = 'all' | 'single';
  */
 export const DEFAULT_REVISION_BUMP = 1_000_000_000;
 
+/**
+ * How far to bump the restored revision: past the highest revision the bot has seen on the
+ * cluster (a watch cache may hold any of them), at least DEFAULT_REVISION_BUMP, in whole
+ * steps of it so that the plan, and the hash its approval binds to, does not change with
+ * every write made between planning and running.
+ */
+export function revisionBump(snapshotRevision: string, observedRevision?: string): number {
+  const asBig = (s: string | undefined) => (s && /^\d+$/.test(s) ? BigInt(s) : 0n);
+  const step = BigInt(DEFAULT_REVISION_BUMP);
+  const needed = asBig(observedRevision) > asBig(snapshotRevision) ? asBig(observedRevision) - asBig(snapshotRevision) : 0n;
+  return Number((needed / step + 1n) * step);
+}
+
 
 /** The restored data can be trusted: a tool read it, or etcd's own checksum matched. */
 export function isVerified(r: SnapshotRecord): boolean {
@@ -96,7 +109,12 @@ function facts(state: PlanState, rec: SnapshotRecord, mode: RestoreMode, initial
     { label: 'Mode', value: mode === 'all' ? `all: every node restored at once (${state.cluster.nodes.map((n) => n.name).join(', ')})` : `single: ${first} restored alone, then ${others.join(', ') || 'no other node'} added back one by one` },
     { label: 'Restored members', value: initialCluster.join(',') },
     { label: 'Cluster token', value: `${token} (one for every node)` },
-    { label: 'Revision bump', value: `+${DEFAULT_REVISION_BUMP} and marked compacted when the bot's host has etcdutl (etcd ≥ 3.5); none with etcdctl 3.4. The step says which` },
+    {
+      label: 'Revision bump',
+      value: `+${revisionBump(rec.revision, state.observedRevision)} (past the highest revision the bot has seen here${state.observedRevision && state.observedRevision !== '0' ? `, ${state.observedRevision}` : ''}) and marked compacted when the bot's host has etcdutl (etcd ≥ 3.5); none with etcdctl 3.4. The step says which`,
+      // The observed revision moves with every write; the bump itself moves in steps of 1e9.
+      volatile: true,
+    },
     { label: 'Cluster now', value: `${s.verdict}: ${s.healthyVoters}/${s.voters} voting members healthy`, volatile: true },
     { label: 'Snapshot age', value: age(rec.createdAt, state.snapshot.collectedAt), volatile: true },
   ];
@@ -148,7 +166,7 @@ export function planRestore(state: PlanState, args: { snapshot: string; mode: st
     ...nodes.map((n) => step('node.moveDataAside', n.name, { node: n.name, force: true },
       `move ${p.dataDir}/member on ${n.name} aside (kept, not deleted)`)),
     step('restore.prepareData', undefined, {
-      snapshot: rec.id, sha256: rec.sha256, token, initialCluster, nodes: names, bump: DEFAULT_REVISION_BUMP,
+      snapshot: rec.id, sha256: rec.sha256, token, initialCluster, nodes: names, bump: revisionBump(rec.revision, state.observedRevision),
     }, `on the bot's host: snapshot restore into a fresh data dir for ${names.join(', ')} (own --name and peer URL, --initial-cluster=${initialCluster.join(',')}, one token), packed as a tar`),
     ...restored.map((n) => step('restore.installData', n.name, { node: n.name },
       `copy ${n.name}'s restored data over SSH, check its sha256 on the node, move it into ${p.dataDir}/member`)),
