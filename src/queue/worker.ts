@@ -2,7 +2,8 @@ import { Worker } from 'bullmq';
 import type { JobRunner } from '../engine/runner';
 import type { Workflow } from '../engine/workflow';
 import type { Notifier, JobRequest, Origin } from '../engine/types';
-import type { Report } from '../engine/report';
+import { errorReport, type Report } from '../engine/report';
+import { describeError } from '../engine/errors';
 import { DEFAULT_QUEUE, workerConnection } from './queue';
 
 export interface JobWorkerOptions {
@@ -43,11 +44,19 @@ export function createJobWorker(opts: JobWorkerOptions): JobWorker {
       if (phase !== 'run') {
         if (!opts.workflow) throw new Error(`this worker can't run ${phase} jobs (no workflow configured)`);
         // The workflow posts to chat itself (plan message, thread); the result is for the console.
-        if (phase === 'plan') return opts.workflow.planJob(job.data, jobId);
-        return opts.workflow.executeJob(job.data, jobId, {
-          checkpoint: async (exec) => { await job.updateData({ ...job.data, exec }); },
-          progress: async (text) => { await job.updateProgress({ text, at: Date.now() }).catch(() => undefined); },
-        });
+        try {
+          if (phase === 'plan') return await opts.workflow.planJob(job.data, jobId);
+          return await opts.workflow.executeJob(job.data, jobId, {
+            checkpoint: async (exec) => { await job.updateData({ ...job.data, exec }); },
+            progress: async (text) => { await job.updateProgress({ text, at: Date.now() }).catch(() => undefined); },
+          });
+        } catch (e) {
+          // The workflow could not post (bot not in the channel, Slack down): tell the
+          // requester the ordinary way, which falls back to the command's response_url.
+          const report = errorReport(`etcd ${job.data.command} — ${job.data.cluster ?? '?'}`, `${phase} failed: ${describeError(e)}`);
+          await opts.notifiers[job.data.origin.adapter]?.deliver(job.data.origin, report, { jobId }).catch(() => undefined);
+          throw e;
+        }
       }
       const report = await opts.runner.run(job.data, jobId);
       const notifier = opts.notifiers[job.data.origin.adapter];
