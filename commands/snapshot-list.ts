@@ -1,7 +1,7 @@
 /** snapshot list <cluster>: the bot's snapshots of a cluster, newest first, with what restores rely on. */
 import type { ClusterConfig } from '../src/config/schema';
 import { arg, defineCommand } from '../src/engine/command';
-import type { Report } from '../src/engine/report';
+import { bytesText as sizeText, type Report } from '../src/engine/report';
 import { describeRetention, isVerified, newestVerified } from '../src/snapshot/retention';
 import type { SnapshotRecord } from '../src/snapshot/store';
 
@@ -73,12 +73,7 @@ export function verifiedText(r: SnapshotRecord): string {
   return `${r.verified.by} + ${isVerified(r) ? 'sha256' : 'no checksum'}`;
 }
 
-export function sizeText(bytes: number): string {
-  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)} GiB`;
-  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
-  if (bytes >= 1024) return `${(bytes / 1024).toFixed(0)} KiB`;
-  return `${bytes} B`;
-}
+export { sizeText };
 
 /** "45s", "12m", "3h", "5d": the age a reader compares at a glance. */
 export function ageText(iso: string, now: Date): string {

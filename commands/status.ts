@@ -1,5 +1,5 @@
 import { arg, defineCommand } from '../src/engine/command';
-import type { Report } from '../src/engine/report';
+import { bytesText, type Report } from '../src/engine/report';
 import { summarize, StatusSummary, MemberView } from '../src/engine/status-summary';
 import type { ClusterSnapshot } from '../src/exec/types';
 
@@ -67,17 +67,10 @@ function row(m: MemberView): string[] {
     role,
     health,
     st?.version ?? '-',
-    st ? `${size(st.dbSize)} (${st.dbSizeInUse ? size(st.dbSizeInUse) : '-'})` : '-',
+    st ? `${bytesText(st.dbSize)} (${st.dbSizeInUse ? bytesText(st.dbSizeInUse) : '-'})` : '-',
     st?.raftTerm ?? '-',
     st?.raftIndex ?? '-',
     st?.raftAppliedIndex ?? '-',
     st?.errors.length ? st.errors.join('; ') : '-',
   ];
-}
-
-function size(bytes: number): string {
-  if (bytes >= 1 << 30) return `${(bytes / (1 << 30)).toFixed(1)} GiB`;
-  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
-  if (bytes >= 1 << 10) return `${(bytes / (1 << 10)).toFixed(0)} KiB`;
-  return `${bytes} B`;
 }

@@ -7,6 +7,7 @@ import type { NodeConfig } from '../config/schema';
 import { describeError, isMedicError, MedicError } from '../engine/errors';
 import type { ActionName, StepSpec } from '../engine/plan';
 import type { MemberInfo } from '../exec/types';
+import { hostOf } from '../engine/status-summary';
 import type { JobResources } from './context';
 import { ensurePki } from './pki-step';
 import { adaptPeerConfig } from '../runtime/flags';
@@ -86,10 +87,6 @@ function str(step: StepSpec, name: string): string {
   return v;
 }
 
-function hostOf(url: string): string {
-  return new URL(url).host;
-}
-
 /** The member that stands for a node: same peer URL host:port. */
 function memberOf(members: MemberInfo[], node: NodeConfig): MemberInfo | undefined {
   return members.find((m) => m.peerUrls.some((u) => hostOf(u) === hostOf(node.peerUrl)));
@@ -144,6 +141,17 @@ async function assertNotLiveMember(ctx: ActionContext, node: string, what: strin
   if (live) throw new MedicError('UNSAFE', `etcd on ${node} answers as member ${live.id} (${live.name || 'unnamed'}), which is in the cluster (seen on ${via}): refusing to ${what} it`);
 }
 
+/** Stops or starts etcd through the node's runtime, waiting (with progress) for the process. */
+async function switchEtcd(ctx: ActionContext, node: string, to: 'stop' | 'start'): Promise<StepOutcome> {
+  const rt = await ctx.res.runtime(node);
+  const wait = { timeoutMs: STEP_TIMEOUT_MS.wait - 5000, onWait: (ms: number) => ctx.progress(`${to === 'stop' ? 'stopping' : 'starting'} etcd on ${node} (${Math.round(ms / 1000)} s)`) };
+  const r = to === 'stop' ? await rt.stop(wait) : await rt.start(wait);
+  if (r === 'already-stopped' || r === 'already-running') {
+    return { status: 'skipped', detail: `etcd on ${node} was already ${to === 'stop' ? 'stopped' : 'running'}` };
+  }
+  return { status: 'done', detail: `etcd on ${node} ${to === 'stop' ? 'stopped' : 'started'} (${rt.kind})` };
+}
+
 const actions: Partial<Record<ActionName, Action>> = {
   'snapshot.safety': async (step, ctx) => {
     if (ctx.outputs.safetySnapshot) return { status: 'skipped', detail: `safety snapshot ${ctx.outputs.safetySnapshot} already taken` };
@@ -191,11 +199,7 @@ const actions: Partial<Record<ActionName, Action>> = {
     // force: the plan replaces or re-forms the whole cluster (restore, force-new-cluster),
     // approved as such; there is no healthy member left to check against.
     if (step.params.force !== true) await assertNotLiveMember(ctx, node, 'stop etcd on');
-    const rt = await ctx.res.runtime(node);
-    const r = await rt.stop({ timeoutMs: STEP_TIMEOUT_MS.wait - 5000, onWait: (ms) => ctx.progress(`stopping etcd on ${node} (${Math.round(ms / 1000)} s)`) });
-    return r === 'already-stopped'
-      ? { status: 'skipped', detail: `etcd on ${node} was already stopped` }
-      : { status: 'done', detail: `etcd on ${node} stopped (${rt.kind})` };
+    return switchEtcd(ctx, node, 'stop');
   },
 
   'node.moveDataAside': async (step, ctx) => {
@@ -217,11 +221,12 @@ const actions: Partial<Record<ActionName, Action>> = {
   'etcd.memberAddLearner': async (step, ctx) => {
     const node = ctx.res.node(str(step, 'node'));
     const { node: via, client } = await ctx.res.healthyEtcd({ exclude: [node.name] });
-    const existing = memberOf(await client.memberList(), node);
+    const members = await client.memberList();
+    const existing = memberOf(members, node);
     if (existing) {
       return { status: 'skipped', detail: `${node.name} is already member ${existing.id}${existing.isLearner ? ' (learner)' : ''}`, outputs: { [`member.${node.name}`]: existing.id } };
     }
-    const learners = (await client.memberList()).filter((m) => m.isLearner);
+    const learners = members.filter((m) => m.isLearner);
     if (learners.length) throw new MedicError('UNSAFE', `member ${learners[0].id} is still a learner: etcd allows one learner at a time; promote or remove it first`);
     // etcd refuses a member add for a few seconds after a join ("unhealthy cluster"):
     // that is a wait, not a failure.
@@ -268,14 +273,7 @@ const actions: Partial<Record<ActionName, Action>> = {
     return { status: 'done', detail: `${w.path}${derived}: --initial-cluster-state=existing, --initial-cluster=${initialCluster}${w.backup ? `; backup ${w.backup}` : ''}` };
   },
 
-  'node.startEtcd': async (step, ctx) => {
-    const node = str(step, 'node');
-    const rt = await ctx.res.runtime(node);
-    const r = await rt.start({ timeoutMs: STEP_TIMEOUT_MS.wait - 5000, onWait: (ms) => ctx.progress(`starting etcd on ${node} (${Math.round(ms / 1000)} s)`) });
-    return r === 'already-running'
-      ? { status: 'skipped', detail: `etcd on ${node} was already running` }
-      : { status: 'done', detail: `etcd on ${node} started (${rt.kind})` };
-  },
+  'node.startEtcd': async (step, ctx) => switchEtcd(ctx, str(step, 'node'), 'start'),
 
   'etcd.waitLearnerSynced': async (step, ctx) => {
     const node = ctx.res.node(str(step, 'node'));

@@ -5,11 +5,10 @@
  */
 import type { ClusterConfig, NodeConfig } from '../config/schema';
 import { describeError, MedicError } from '../engine/errors';
-import { createEtcdMemberClient, EtcdMemberClient, EtcdTls } from '../exec/etcd-client';
-import { sshTargetFor } from '../exec/probe';
+import type { EtcdMemberClient } from '../exec/etcd-client';
+import { createTlsSource, memberClientThrough, sshTargetFor } from '../exec/probe';
 import type { RemoteCommand } from '../exec/shell';
 import { createSshPool, ExecOptions, ExecResult, SshPool, SshSession } from '../exec/ssh';
-import { readFile } from 'node:fs/promises';
 import { createRuntime } from '../runtime';
 import type { NodeRuntime } from '../runtime/types';
 
@@ -47,7 +46,6 @@ export interface JobResourcesOptions {
 }
 
 const OUTPUT_EXCERPT = 600;
-const MAX_TLS_FILE = 64 * 1024;
 
 export function createJobResources(opts: JobResourcesOptions): JobResources {
   const { cluster } = opts;
@@ -58,7 +56,6 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
   });
   const clients = new Map<string, Promise<{ client: EtcdMemberClient; close: () => Promise<void> }>>();
   const commands: CommandRecord[] = [];
-  const readLocal = opts.readLocalFile ?? ((p: string) => readFile(p));
 
   const node = (name: string): NodeConfig => {
     const n = cluster.nodes.find((x) => x.name === name);
@@ -71,28 +68,15 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
     return recording(raw, name, commands);
   };
 
-  const tlsFor = async (s: SshSession): Promise<EtcdTls> => {
-    const auth = cluster.etcd.auth;
-    if (auth.mode === 'client-cert') {
-      const [ca, cert, key] = await Promise.all([readLocal(auth.ca), readLocal(auth.cert), readLocal(auth.key)]);
-      return { ca, cert, key };
-    }
-    const [ca, cert, key] = await Promise.all(['ca.crt', 'healthcheck-client.crt', 'healthcheck-client.key']
-      .map((f) => s.readFile(`${cluster.paths.pki}/${f}`, { maxBytes: MAX_TLS_FILE })));
-    return { ca, cert, key };
-  };
+  const tlsFor = createTlsSource(cluster, opts.readLocalFile);
 
   const open = async (name: string) => {
     const n = node(name);
     const s = await pool.session(sshTargetFor(cluster, n));
     const url = new URL(n.clientUrl);
-    const https = url.protocol === 'https:';
-    const tls = https ? await tlsFor(s) : undefined;
+    const tls = url.protocol === 'https:' ? await tlsFor(s) : undefined;
     const tunnel = await s.openTunnel(url.hostname, Number(url.port));
-    const client = createEtcdMemberClient({
-      endpoint: `${https ? 'https' : 'http'}://127.0.0.1:${tunnel.localPort}`,
-      tls, servername: url.hostname, deadlineMs: cluster.etcd.callTimeoutMs, label: name,
-    });
+    const client = memberClientThrough(cluster, n, tunnel, tls);
     return { client, close: async () => { client.close(); await tunnel.close(); } };
   };
 

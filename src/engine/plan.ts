@@ -9,6 +9,7 @@ import type { ClusterSnapshot } from '../exec/types';
 import { MedicError } from './errors';
 import type { StatusSummary } from './status-summary';
 import type { SnapshotRecord } from '../snapshot/store';
+import { canonicalJson } from '../audit/verify';
 
 /** Executor actions, named domain.verb. Each checks before it acts (safe to repeat). */
 export type ActionName =
@@ -106,16 +107,8 @@ export function basisOf(summary: StatusSummary): PlanBasis {
   };
 }
 
-/** JSON with keys sorted at every level: the same plan always hashes the same. */
-export function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (v && typeof v === 'object') {
-    return `{${Object.keys(v as object).sort()
-      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
-  }
-  return JSON.stringify(v);
-}
+// The same canonical form the audit chain hashes: the same plan always hashes the same.
+export { canonicalJson };
 
 export function planHash(plan: Plan): string {
   const bound = { ...plan, facts: plan.facts.filter((f) => !f.volatile) };

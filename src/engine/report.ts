@@ -29,6 +29,14 @@ export interface Report {
   actions?: { planId: string; buttons: Array<'approve' | 'reject' | 'cancel'> };
 }
 
+/** "512 B", "48 KiB", "1.5 MiB", "2.0 GiB": sizes as tables show them. */
+export function bytesText(bytes: number): string {
+  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)} GiB`;
+  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+  if (bytes >= 1024) return `${(bytes / 1024).toFixed(0)} KiB`;
+  return `${bytes} B`;
+}
+
 export function errorReport(title: string, message: string, next: string[] = []): Report {
   return { title, verdict: { level: 'critical', text: message }, next };
 }

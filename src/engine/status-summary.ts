@@ -32,7 +32,8 @@ export interface StatusSummary {
   reasons: string[];
 }
 
-function hostOf(url: string): string {
+/** host:port of a member URL, for matching members to configured nodes (never throws). */
+export function hostOf(url: string): string {
   return url.replace(/^[a-z]+:\/\//, '');
 }
 

@@ -86,6 +86,12 @@ export function createWorkflow(deps: WorkflowDeps) {
     await deps.audit.append({ type, cluster, jobId, actor, data });
   };
 
+  /** The plan message as it looks now, for the adapter to edit in place (none when it was never posted). */
+  const messageUpdate = async (id: string): Promise<DecisionResult['update']> => {
+    const v = await deps.approvals.get(id);
+    return v?.message ? { message: v.message, report: planReport(v) } : undefined;
+  };
+
   /** The plan for the cluster as it is now; throws UNSAFE when the command would be unsafe. */
   async function computePlan(command: CommandDef, cluster: ClusterConfig, args: Record<string, string>) {
     const snapshot = await deps.probe(cluster);
@@ -222,10 +228,9 @@ export function createWorkflow(deps: WorkflowDeps) {
         case 'missing': return { ok: false, text: `there is no plan ${rec.id}` };
         case 'expired': {
           await audit('approval.expired', rec.cluster, rec.id, user, { expiresAt: rec.expiresAt });
-          const v = (await deps.approvals.get(rec.id))!;
           return {
             ok: false, text: `plan ${rec.id} expired at ${rec.expiresAt}: nothing ran. Request it again: /etcd ${rec.command} ${Object.values(rec.plan.args).join(' ')}`,
-            update: v.message ? { message: v.message, report: planReport(v) } : undefined,
+            update: await messageUpdate(rec.id),
             thread: `Approval by ${user} refused: the plan expired at ${rec.expiresAt}.`,
           };
         }
@@ -249,11 +254,10 @@ export function createWorkflow(deps: WorkflowDeps) {
               return { ok: false, text: `your approval of plan ${rec.id} counts, but its execution could not be queued: ${describeError(e)}. Press Approve again once Redis is back to queue it` };
             }
           }
-          const v = (await deps.approvals.get(rec.id))!;
           return {
             ok: true,
             text: r.kind === 'approved' ? `you approved plan ${rec.id}: it runs now (progress in the thread)` : `you approved plan ${rec.id}: ${Math.max(rec.required, 1) - r.count} more approval(s) needed`,
-            update: v.message ? { message: v.message, report: planReport(v) } : undefined,
+            update: await messageUpdate(rec.id),
             thread: `Approved by ${user} (${r.count}/${Math.max(rec.required, 1)})${r.kind === 'approved' ? ': starting.' : '.'}`,
             executeJobId,
           };
@@ -266,23 +270,20 @@ export function createWorkflow(deps: WorkflowDeps) {
       const was = await deps.approvals.transition(rec.id, ['pending'], 'rejected');
       if (!was) return { ok: false, text: `plan ${rec.id} is ${rec.status}: too late to reject${rec.status === 'running' || rec.status === 'approved' ? ` (use Cancel, or /etcd cancel ${rec.id}, to stop it)` : ''}` };
       await audit('approval.rejected', rec.cluster, rec.id, user, {});
-      const v = (await deps.approvals.get(rec.id))!;
-      return { ok: true, text: `you rejected plan ${rec.id}; nothing ran`, update: v.message ? { message: v.message, report: planReport(v) } : undefined, thread: `Rejected by ${user}. Nothing ran.` };
+      return { ok: true, text: `you rejected plan ${rec.id}; nothing ran`, update: await messageUpdate(rec.id), thread: `Rejected by ${user}. Nothing ran.` };
     }
     // cancel
     const was = await deps.approvals.transition(rec.id, ['pending', 'approved'], 'cancelled');
     if (was) {
       await audit('job.cancelled', rec.cluster, rec.id, user, { before: was });
-      const v = (await deps.approvals.get(rec.id))!;
-      return { ok: true, text: `you cancelled plan ${rec.id}; nothing ran`, update: v.message ? { message: v.message, report: planReport(v) } : undefined, thread: `Cancelled by ${user} before it ran.` };
+      return { ok: true, text: `you cancelled plan ${rec.id}; nothing ran`, update: await messageUpdate(rec.id), thread: `Cancelled by ${user} before it ran.` };
     }
     if (rec.status === 'running') {
       await deps.approvals.requestCancel(rec.id);
       await audit('job.cancel-requested', rec.cluster, rec.id, user, { progress: rec.progress });
-      const v = (await deps.approvals.get(rec.id))!;
       return {
         ok: true, text: `plan ${rec.id} will stop after its current step; the thread will say what state it left`,
-        update: v.message ? { message: v.message, report: planReport(v) } : undefined,
+        update: await messageUpdate(rec.id),
         thread: `Cancel requested by ${user}: stopping after the current step.`,
       };
     }

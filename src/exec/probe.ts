@@ -34,23 +34,42 @@ export function sshTargetFor(cluster: ClusterConfig, node: NodeConfig): SshTarge
   };
 }
 
-export async function probeCluster(cluster: ClusterConfig, deps: ProbeDeps): Promise<ClusterSnapshot> {
-  const collectedAt = (deps.now?.() ?? new Date()).toISOString();
+/**
+ * The client certificate for a cluster's members: the bot's own files (etcd.auth client-cert,
+ * read once), or kubeadm's healthcheck-client certificate read from the node's PKI dir —
+ * read-only in etcd's RBAC and present on every control-plane node.
+ */
+export function createTlsSource(cluster: ClusterConfig, readLocal: (path: string) => Promise<Buffer> = (p) => readFile(p)) {
   let localTls: Promise<EtcdTls> | undefined;
-  const tlsFor = async (session: SshSession): Promise<EtcdTls> => {
+  return async (session: SshSession): Promise<EtcdTls> => {
     const auth = cluster.etcd.auth;
     if (auth.mode === 'client-cert') {
-      const read = deps.secrets?.readFile ?? ((p: string) => readFile(p));
-      localTls ??= Promise.all([read(auth.ca), read(auth.cert), read(auth.key)]).then(([ca, cert, key]) => ({ ca, cert, key }));
+      localTls ??= Promise.all([readLocal(auth.ca), readLocal(auth.cert), readLocal(auth.key)]).then(([ca, cert, key]) => ({ ca, cert, key }));
       return localTls;
     }
-    // kubeadm's healthcheck-client certificate: read-only in etcd's RBAC and present on every control-plane node.
     const pki = cluster.paths.pki;
     const [ca, cert, key] = await Promise.all(
       ['ca.crt', 'healthcheck-client.crt', 'healthcheck-client.key'].map((f) => session.readFile(`${pki}/${f}`, { maxBytes: MAX_TLS_FILE })),
     );
     return { ca, cert, key };
   };
+}
+
+/** An etcd client for `node`'s member through a tunnel dialled from the node itself. */
+export function memberClientThrough(cluster: ClusterConfig, node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | undefined): EtcdMemberClient {
+  const url = new URL(node.clientUrl);
+  return createEtcdMemberClient({
+    endpoint: `${url.protocol === 'https:' ? 'https' : 'http'}://127.0.0.1:${tunnel.localPort}`,
+    tls,
+    servername: url.hostname,
+    deadlineMs: cluster.etcd.callTimeoutMs,
+    label: node.name,
+  });
+}
+
+export async function probeCluster(cluster: ClusterConfig, deps: ProbeDeps): Promise<ClusterSnapshot> {
+  const collectedAt = (deps.now?.() ?? new Date()).toISOString();
+  const tlsFor = createTlsSource(cluster, deps.secrets?.readFile);
   const probes = await Promise.all(cluster.nodes.map((node) => probeNode(cluster, node, deps.ssh, tlsFor)));
   return { cluster: cluster.name, collectedAt, probes };
 }
@@ -85,19 +104,12 @@ async function probeNode(
     const session = await ssh.session(sshTargetFor(cluster, node));
     stage = 'reading TLS material';
     const url = new URL(node.clientUrl);
-    const https = url.protocol === 'https:';
-    const tls = https ? await tlsFor(session) : undefined;
+    const tls = url.protocol === 'https:' ? await tlsFor(session) : undefined;
     stage = 'opening the tunnel';
     // Dialled from the node, so a member bound to the node's own address is reachable.
     const tunnel = scope.add(await session.openTunnel(url.hostname, Number(url.port)), (t) => t.close());
     stage = 'asking etcd';
-    const etcd = scope.add(createEtcdMemberClient({
-      endpoint: `${https ? 'https' : 'http'}://127.0.0.1:${tunnel.localPort}`,
-      tls,
-      servername: url.hostname,
-      deadlineMs: cluster.etcd.callTimeoutMs,
-      label: node.name,
-    }), (c) => c.close());
+    const etcd = scope.add(memberClientThrough(cluster, node, tunnel, tls), (c) => c.close());
     return askMember(etcd, tunnel, base);
   })();
 
