@@ -6,7 +6,7 @@
  */
 import { createSnapshotStore } from '../src/snapshot/store';
 import { newestVerified } from '../src/snapshot/retention';
-import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, LAB_BOT_CERT, LAB_ENDPOINTS, labNode, labSh, pollUntil, run, waitLabHealthy } from './support/lab';
+import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, LAB_BOT_CERT, LAB_ENDPOINTS, labFresh, labNode, labSh, pollUntil, run, waitLabHealthy } from './support/lab';
 import { Harness, startHarness, TEST_SNAPSHOT_DIR } from './support/harness';
 
 jest.setTimeout(240_000);
@@ -79,6 +79,9 @@ describe('/etcd diagnose lab', () => {
 
   it('a member whose data was wiped: the crash loop\'s "has already been bootstrapped" from its log, replace-member', async () => {
     try {
+      // node3's manifest as lab.sh writes it (--initial-cluster-state=new): an earlier suite
+      // may have rebuilt node3 with "existing", and then etcd logs a different crash.
+      await labFresh();
       await labSh('wipe-data', 'node3');
       const text = await diagnoseUntil(['member-data-wiped']);
       expect(text).toMatch(/node3's data was wiped: its member \([0-9a-f]+\) is still in the cluster/);
