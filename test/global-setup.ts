@@ -10,5 +10,6 @@ export default async function globalSetup(): Promise<void> {
   const redis = await startRedis(TEST_REDIS_PORT);
   writeFileSync(STATE, JSON.stringify({ redisPid: redis.pid }));
   process.env.TEST_REDIS_URL = redis.url;
-  await labUp();
+  // NO_LAB=1: unit suites only (a second jest beside a lab run must not touch the lab).
+  if (process.env.NO_LAB !== '1') await labUp();
 }

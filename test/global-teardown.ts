@@ -9,5 +9,5 @@ export default async function globalTeardown(): Promise<void> {
     try { process.kill(redisPid, 'SIGKILL'); } catch { /* gone */ }
     rmSync(STATE, { force: true });
   }
-  if (process.env.KEEP_LAB !== '1') await labDown();
+  if (process.env.KEEP_LAB !== '1' && process.env.NO_LAB !== '1') await labDown();
 }
