@@ -1,5 +1,6 @@
 import { Job, Queue, QueueEvents } from 'bullmq';
 import IORedis, { Redis, RedisOptions } from 'ioredis';
+import type { JobsView } from '../engine/command';
 import type { JobSink } from '../engine/engine';
 import { describeError, MedicError } from '../engine/errors';
 import type { Report } from '../engine/report';
@@ -18,17 +19,70 @@ export function workerConnection(url: string, extra: RedisOptions = {}): Redis {
   return new IORedis(url, { maxRetriesPerRequest: null, ...extra });
 }
 
+/** How many finished jobs BullMQ keeps, and for how long (seconds): whichever is less. */
+export interface KeepFinished { count: number; age: number }
+
+/** Completed jobs keep their report for the console and /etcd jobs. @defaultValue { count: 1000, age: 7 days } */
+export const DEFAULT_KEEP_COMPLETED: KeepFinished = { count: 1000, age: 7 * 24 * 3600 };
+/**
+ * Failed jobs, for post-mortems. Capped by count too: during an incident jobs fail in
+ * bursts, and Redis runs with noeviction, so a full Redis would stop the bot itself.
+ * @defaultValue { count: 1000, age: 30 days }
+ */
+export const DEFAULT_KEEP_FAILED: KeepFinished = { count: 1000, age: 30 * 24 * 3600 };
+
+/**
+ * BullMQ priority of each phase. BullMQ serves jobs without a priority (0) before every
+ * prioritized one, and lower numbers first among those: approved executions go first,
+ * then plans (someone waits to approve them), then read commands. A burst of status
+ * requests during an incident must not hold back the repair that was just approved.
+ */
+export const PHASE_PRIORITY: Readonly<Record<NonNullable<JobRequest['phase']>, number>> = { execute: 0, plan: 1, run: 2 };
+
+/** The options every job gets (the snapshot scheduler's template should use them too). */
+export function jobOptions(phase: JobRequest['phase'], keep: { completed?: KeepFinished; failed?: KeepFinished } = {}) {
+  return {
+    attempts: 1,
+    priority: PHASE_PRIORITY[phase ?? 'run'],
+    removeOnComplete: keep.completed ?? DEFAULT_KEEP_COMPLETED,
+    removeOnFail: keep.failed ?? DEFAULT_KEEP_FAILED,
+  };
+}
+
 export interface JobQueueOptions {
   redisUrl: string;
   /** @defaultValue DEFAULT_QUEUE */
   name?: string;
   /** How long adding a job may take before the user is told Redis is unreachable. @defaultValue 2000 */
   addTimeoutMs?: number;
+  /** @defaultValue DEFAULT_KEEP_COMPLETED */
+  keepCompleted?: KeepFinished;
+  /** @defaultValue DEFAULT_KEEP_FAILED */
+  keepFailed?: KeepFinished;
 }
+
+/** One cluster's unfinished jobs, as /etcd jobs shows them: bounded, and saying what it left out. */
+export interface ClusterJobs {
+  /** At most `limit`: active first, then in the order workers will take them, then delayed. */
+  jobs: JobsView['queued'];
+  /** Jobs of this cluster found beyond `limit`. */
+  more: number;
+  /** Unfinished jobs (of any cluster) beyond the scan bound, not looked at. */
+  unscanned: number;
+}
+
+/** States /etcd jobs lists, in the order shown (BullMQ's names). */
+const UNFINISHED = ['active', 'wait', 'prioritized', 'delayed'] as const;
 
 export interface JobQueue extends JobSink {
   /** The BullMQ queue in use now (replaced after a connection that would not recover). */
   readonly queue: Queue;
+  /**
+   * The cluster's unfinished jobs, at most `limit` of them. Jobs carry their cluster only in
+   * their data, so this reads jobs page by page, at most `scan` in all (@defaultValue 1000),
+   * instead of the whole queue.
+   */
+  jobsForCluster(cluster: string, limit: number, opts?: { scan?: number }): Promise<ClusterJobs>;
   /** Wait for a job's report (console adapter). Rejects after timeoutMs. */
   waitForReport(jobId: string, timeoutMs: number, onProgress?: (text: string) => void): Promise<Report>;
   close(): Promise<void>;
@@ -100,9 +154,7 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
         const added = await Promise.race([
           producer.queue.add(job.command, job, {
             jobId: addOpts.jobId,
-            attempts: 1,
-            removeOnComplete: { age: 7 * 24 * 3600, count: 1000 },
-            removeOnFail: { age: 30 * 24 * 3600 },
+            ...jobOptions(job.phase, { completed: opts.keepCompleted, failed: opts.keepFailed }),
           }),
           new Promise<never>((_, reject) => { timer = setTimeout(() => reject(unavailable(`no answer within ${addTimeoutMs} ms`)), addTimeoutMs); }),
         ]);
@@ -114,6 +166,36 @@ export function createJobQueue(opts: JobQueueOptions): JobQueue {
       } finally {
         clearTimeout(timer);
       }
+    },
+    async jobsForCluster(cluster: string, limit: number, scanOpts: { scan?: number } = {}): Promise<ClusterJobs> {
+      const queue = producer.queue;
+      const scan = scanOpts.scan ?? 1000;
+      const page = Math.min(100, scan);
+      const seen = new Set<string>();
+      const jobs: ClusterJobs['jobs'] = [];
+      let more = 0;
+      let scanned = 0;
+      const counts = await queue.getJobCounts(...UNFINISHED);
+      const total = UNFINISHED.reduce((n, s) => n + (counts[s] ?? 0), 0);
+      for (const state of UNFINISHED) {
+        for (let start = 0; start < (counts[state] ?? 0) && scanned < scan; start += page) {
+          const end = start + Math.min(page, scan - scanned) - 1;
+          // asc: the wait list and the prioritized set in the order workers take them.
+          const batch = await queue.getJobs([state], start, end, true);
+          scanned += batch.length;
+          for (const j of batch) {
+            if (!j?.id || seen.has(j.id) || j.data?.cluster !== cluster) continue;
+            seen.add(j.id);
+            if (jobs.length >= limit) { more++; continue; }
+            jobs.push({
+              id: j.id, command: j.data.command, phase: j.data.phase ?? 'run',
+              state: state === 'active' ? 'active' : state === 'delayed' ? 'delayed' : 'waiting',
+              requester: j.data.origin?.user ?? '?', at: new Date(j.timestamp).toISOString(),
+            });
+          }
+        }
+      }
+      return { jobs, more, unscanned: Math.max(0, total - scanned) };
     },
     async waitForReport(jobId: string, timeoutMs: number, onProgress?: (text: string) => void): Promise<Report> {
       const listener = (e: { jobId: string; data: unknown }) => {
