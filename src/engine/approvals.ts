@@ -108,15 +108,58 @@ redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
 return id`;
 
 // Record, status and index together, or nothing: an existing id is never overwritten.
+// The cluster's index drops ids older than the records' TTL (their records are gone) and
+// keeps the newest ARGV[5], so a cluster asked about for years does not grow it forever.
 const CREATE = `
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], 'pending', 'PX', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (tonumber(ARGV[3]) - tonumber(ARGV[2])))
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[5]))
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return 1`;
+
+// Cancel in one step: a plan approved a moment ago and picked up by a worker meanwhile is
+// either cancelled before it runs or flagged while it runs; never neither.
+const CANCEL = `
+local st = redis.call('GET', KEYS[1])
+if not st then return {'missing'} end
+if st == 'pending' or st == 'approved' then
+  redis.call('SET', KEYS[1], 'cancelled', 'KEEPTTL')
+  return {'cancelled', st}
+end
+if st == 'running' then
+  redis.call('HSET', KEYS[2], 'cancel', '1')
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+  return {'requested'}
+end
+return {'status', st}`;
+
+// The step boundary's check and the stop in one step, so a cancel can't land in between.
+const STOP_IF_CANCELLED = `
+if redis.call('GET', KEYS[1]) == 'running' and redis.call('HGET', KEYS[2], 'cancel') == '1' then
+  redis.call('SET', KEYS[1], 'stopped', 'KEEPTTL')
+  return 1
+end
+return 0`;
 
 /** How long records are kept after creation (the audit log keeps the history for longer). */
 const RECORD_TTL_MS = 30 * 24 * 3600 * 1000;
+
+export interface ApprovalStoreOptions {
+  /** Plan ids kept in each cluster's index (what /etcd jobs lists); older ones drop out. @defaultValue 1000 */
+  indexKeep?: number;
+}
+
+export type CancelResult =
+  /** It had not started and now never will. */
+  | { kind: 'cancelled'; was: 'pending' | 'approved' }
+  /** It is running: the cancel flag is set, and it stops at its next step boundary. */
+  | { kind: 'requested' }
+  /** Already decided or finished: nothing to cancel. */
+  | { kind: 'status'; status: PlanStatus }
+  | { kind: 'missing' };
 
 export interface ApprovalStore {
   /**
@@ -134,25 +177,36 @@ export interface ApprovalStore {
   setMessage(id: string, ref: MessageRef): Promise<void>;
   setExtra(id: string, extra: { executeJobId?: string; progress?: string; states?: string }): Promise<void>;
   requestCancel(id: string): Promise<void>;
+  /**
+   * One script: pending/approved -> cancelled; running -> cancel flag set (the one
+   * `requestCancel` sets); anything else is reported as it is.
+   */
+  cancel(id: string): Promise<CancelResult>;
+  /** At a step boundary: running with the cancel flag set -> stopped (true); otherwise nothing changes (false). */
+  stopIfCancelled(id: string): Promise<boolean>;
   /** Newest first. */
   recent(cluster: string, limit: number): Promise<PlanView[]>;
+  /** The newest `limit` plans, and how many older ones the cluster's index holds beyond them. */
+  recentPlans(cluster: string, limit: number): Promise<{ plans: PlanView[]; more: number }>;
   /** Remembers the highest store revision seen on the cluster (restores bump past it). */
   noteRevision(cluster: string, revision: string): Promise<void>;
   /** The highest store revision ever noted for the cluster, '0' when none. */
   observedRevision(cluster: string): Promise<string>;
 }
 
-export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): ApprovalStore {
+export function createApprovalStore(redis: Redis, prefix = 'etcd-medic', opts: ApprovalStoreOptions = {}): ApprovalStore {
   const k = (id: string, part: string) => `${prefix}:plan:${id}:${part}`;
+  const index = (cluster: string) => `${prefix}:plans:${cluster}`;
   const ttl = String(RECORD_TTL_MS);
+  const indexKeep = String(opts.indexKeep ?? 1000);
   const store: ApprovalStore = {
     async allocateId(scope) {
       const id = await redis.eval(ALLOCATE, 2, `${prefix}:plan-of:${scope}`, `${prefix}:plan-seq`, ttl) as number | string;
       return String(id);
     },
     async create(rec) {
-      const created = await redis.eval(CREATE, 3, k(rec.id, 'record'), k(rec.id, 'status'), `${prefix}:plans:${rec.cluster}`,
-        JSON.stringify(rec), ttl, String(Date.parse(rec.createdAt)), rec.id) as number;
+      const created = await redis.eval(CREATE, 3, k(rec.id, 'record'), k(rec.id, 'status'), index(rec.cluster),
+        JSON.stringify(rec), ttl, String(Date.parse(rec.createdAt)), rec.id, indexKeep) as number;
       return created === 1;
     },
     async get(id) {
@@ -201,6 +255,18 @@ export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): Approv
     async requestCancel(id) {
       await redis.multi().hset(k(id, 'extra'), { cancel: '1' }).pexpire(k(id, 'extra'), RECORD_TTL_MS).exec();
     },
+    async cancel(id) {
+      const r = await redis.eval(CANCEL, 2, k(id, 'status'), k(id, 'extra'), ttl) as string[];
+      switch (r[0]) {
+        case 'cancelled': return { kind: 'cancelled', was: r[1] as 'pending' | 'approved' };
+        case 'requested': return { kind: 'requested' };
+        case 'status': return { kind: 'status', status: r[1] as PlanStatus };
+        default: return { kind: 'missing' };
+      }
+    },
+    async stopIfCancelled(id) {
+      return (await redis.eval(STOP_IF_CANCELLED, 2, k(id, 'status'), k(id, 'extra')) as number) === 1;
+    },
     async noteRevision(cluster, revision) {
       if (!/^\d{1,19}$/.test(revision)) return;
       await redis.eval(MAX_REVISION, 1, `${prefix}:max-revision:${cluster}`, revision);
@@ -209,9 +275,14 @@ export function createApprovalStore(redis: Redis, prefix = 'etcd-medic'): Approv
       return (await redis.get(`${prefix}:max-revision:${cluster}`)) ?? '0';
     },
     async recent(cluster, limit) {
-      const ids = await redis.zrevrange(`${prefix}:plans:${cluster}`, 0, limit - 1);
+      if (limit <= 0) return [];
+      const ids = await redis.zrevrange(index(cluster), 0, limit - 1);
       const views = await Promise.all(ids.map((id) => store.get(id)));
       return views.filter((v): v is PlanView => !!v);
+    },
+    async recentPlans(cluster, limit) {
+      const [plans, total] = await Promise.all([store.recent(cluster, limit), redis.zcard(index(cluster))]);
+      return { plans, more: Math.max(0, total - Math.max(0, limit)) };
     },
   };
   return store;
