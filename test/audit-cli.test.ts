@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis, { Redis } from 'ioredis';
@@ -130,5 +130,111 @@ describe('audit CLI (node dist/src/cli/audit.js, real redis-server)', () => {
     expect(usage.stderr).toMatch(/^no command given\nusage: node dist\/src\/cli\/audit\.js/);
     expect((await cli(['export'], { REDIS_URL: `redis://127.0.0.1:${DEAD_PORT}` })).stderr).toMatch(/^export needs --out <file>/);
     expect((await cli(['verify', '--file', join(dir, 'missing.jsonl')])).stderr).toMatch(/^cannot read .*missing\.jsonl: ENOENT/);
+  }, 60000);
+
+  /** Pops `count` lines and points the head at the new last one, as an attacker who wants plain verify to pass would. */
+  async function cutTail(log: AuditLog, count: number): Promise<void> {
+    await redis.rpop(log.key, count);
+    const last = JSON.parse((await redis.lindex(log.key, -1))!) as { seq: number; hash: string };
+    await redis.set(`${log.key}:head`, `${last.seq} ${last.hash}`);
+  }
+  const ANCHOR_LINE = /^audit anchor #(\d+) of (\S+) at (\S+) head [0-9a-f]{64} \((sha256|hmac-sha256) sig [0-9a-f]{64}\)$/;
+
+  it('anchor prints one chat line; verify --anchor with it pasted exits 0, then 1 naming the entries cut from the tail', async () => {
+    const log = await seeded(40);
+    const signed = await cli(['anchor'], { MEDIC_AUDIT_KEY: log.key });
+    expect(signed).toMatchObject({ code: 0, stderr: '' });
+    const line = signed.stdout.trim();
+    const [, seq, key, at] = ANCHOR_LINE.exec(line)!;
+    expect([seq, key]).toEqual(['40', log.key]);
+    expect(line.length).toBeLessThan(250);
+
+    const pasted = `etcd-medic: plan 7 finished, 3/3 steps ok\n\`${line}\``;
+    const ok = await cli(['verify', '--anchor', pasted], { MEDIC_AUDIT_KEY: log.key });
+    expect(ok).toMatchObject({ code: 0, stderr: '' });
+    expect(ok.stdout).toContain(`anchors ok: 1 checked, the last is #40 of ${at} (sha256)`);
+
+    await cutTail(log, 34);
+    // The hole anchors close: with the head rewritten, the chain alone looks intact.
+    expect((await cli(['verify'], { MEDIC_AUDIT_KEY: log.key })).code).toBe(0);
+    const cut = await cli(['verify', '--anchor', pasted], { MEDIC_AUDIT_KEY: log.key });
+    expect(cut.code).toBe(1);
+    expect(cut.stdout).toMatch(/^audit chain BROKEN: 1 problem in 6 lines of /);
+    expect(cut.stdout).toContain(`  --anchor: the log ends at #6 but anchor #40 of ${at} was signed: 34 entries were removed from the tail`);
+  }, 60000);
+
+  it('verify --anchor-file checks every anchor the bot processes appended, and names a cut tail and a wiped log', async () => {
+    const log = await seeded(3);
+    const file = join(dir, `anchors-${n}.jsonl`);
+    const env = { MEDIC_AUDIT_KEY: log.key };
+    // Three processes append to the file at once.
+    const three = await Promise.all([1, 2, 3].map(() => cli(['anchor', '--anchor-file', file], env)));
+    expect(three.map((r) => r.code)).toEqual([0, 0, 0]);
+    await log.append({ type: 'step.succeeded', cluster: 'lab', data: { step: 's4' } });
+    await log.append({ type: 'step.succeeded', cluster: 'lab', data: { step: 's5' } });
+    const last = await cli(['anchor', '--anchor-file', file], env);
+    expect(last.stdout).toMatch(new RegExp(`\nappended to ${file}\n$`));
+    const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+    expect(lines.map((l) => (JSON.parse(l) as { seq: number }).seq)).toEqual([3, 3, 3, 5]);
+    const lastAt = (JSON.parse(lines[3]) as { at: string }).at;
+
+    const ok = await cli(['verify', '--anchor-file', file], env);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain(`anchors ok: 4 checked, the last is #5 of ${lastAt} (sha256)`);
+    const copy = join(dir, `copy-${n}.jsonl`);
+    expect((await cli(['export', '--out', copy], env)).code).toBe(0);
+
+    await cutTail(log, 1);
+    const cut = await cli(['verify', '--anchor-file', file], env);
+    expect(cut.code).toBe(1);
+    expect(cut.stdout).toContain(`  ${file} line 4: the log ends at #4 but anchor #5 of ${lastAt} was signed: 1 entry was removed from the tail`);
+    expect(cut.stdout).not.toContain('line 3:');
+
+    await redis.del(log.key, `${log.key}:head`);
+    const wiped = await cli(['verify', '--anchor-file', file], env);
+    expect(wiped.code).toBe(1);
+    expect(wiped.stdout).toMatch(/^audit chain BROKEN: 4 problems in 0 lines of /);
+    expect(wiped.stdout).toContain(`  ${file} line 4: the log is empty but anchor #5 of ${lastAt} exists: the log was wiped`);
+    // The copy exported before the cut still holds every anchored entry.
+    expect(await cli(['verify', '--file', copy, '--anchor-file', file], { ...env, REDIS_URL: `redis://127.0.0.1:${DEAD_PORT}` }))
+      .toMatchObject({ code: 0, stdout: expect.stringContaining('anchors ok: 4 checked') });
+  }, 60000);
+
+  it('under HMAC, verify --anchor refuses an anchor whose sig or seq was altered', async () => {
+    const keyFile = join(dir, 'anchor-hmac.key');
+    writeFileSync(keyFile, '9f8e7d6c5b4a39281706f5e4d3c2b1a0\n');
+    const log = await seeded(3, { hmacKey: Buffer.from('9f8e7d6c5b4a39281706f5e4d3c2b1a0') });
+    const env = { MEDIC_AUDIT_KEY: log.key, MEDIC_AUDIT_HMAC_KEY_FILE: keyFile };
+    const line = (await cli(['anchor'], env)).stdout.trim();
+    expect(ANCHOR_LINE.exec(line)![4]).toBe('hmac-sha256');
+    expect((await cli(['verify', '--anchor', line], env)).code).toBe(0);
+
+    const sig = /sig ([0-9a-f]{64})/.exec(line)![1];
+    const badSig = line.replace(sig, `${sig.slice(0, 63)}${sig[63] === '0' ? '1' : '0'}`);
+    const refused = await cli(['verify', '--anchor', badSig], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toMatch(/--anchor: anchor #3 of \S+ has a bad signature \(sig [0-9a-f]{12}…\): it was forged or altered/);
+    // Someone who cut the log to 2 entries and "moved" the anchor there can't re-sign it.
+    const moved = await cli(['verify', '--anchor', line.replace('anchor #3', 'anchor #2')], env);
+    expect(moved.code).toBe(1);
+    expect(moved.stdout).toContain('anchor #2 of');
+    expect(moved.stdout).toContain('has a bad signature');
+  }, 60000);
+
+  it('verify --anchor with no anchor in the text exits 2; a line of the anchor file that is not an anchor exits 1', async () => {
+    const log = await seeded(2);
+    const none = await cli(['verify', '--anchor', 'audit anchor #2 head 3f9a…c2'], { MEDIC_AUDIT_KEY: log.key });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/^--anchor "audit anchor #2 head 3f9a…c2": no audit anchor in it/);
+
+    const file = join(dir, `edited-${n}.jsonl`);
+    expect((await cli(['anchor', '--anchor-file', file], { MEDIC_AUDIT_KEY: log.key })).code).toBe(0);
+    appendFileSync(file, '{"seq":99,"note":"added by hand"}\n');
+    const edited = await cli(['verify', '--anchor-file', file], { MEDIC_AUDIT_KEY: log.key });
+    expect(edited.code).toBe(1);
+    expect(edited.stdout).toContain(`  ${file} line 2: not an anchor: field "key" is missing`);
+    const empty = join(dir, 'empty.jsonl');
+    writeFileSync(empty, '');
+    expect((await cli(['verify', '--anchor-file', empty], { MEDIC_AUDIT_KEY: log.key })).stderr).toMatch(/has no anchors: nothing to check/);
   }, 60000);
 });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { MedicError } from '../engine/errors';
 import type { Report } from '../engine/report';
+import { AuditAnchor, PlacedAnchor, signAnchor } from './anchor';
 import { redact, redactDeep } from './redact';
 import { canonicalJson, GENESIS, hashEntry, verifyChain, VerifyResult } from './verify';
 
@@ -10,6 +11,7 @@ import { canonicalJson, GENESIS, hashEntry, verifyChain, VerifyResult } from './
  * Redis that web and worker processes already share (so it works when they run on
  * different hosts). One Redis list holds the entries as JSON lines, append-only and
  * hash-chained (see verify.ts); `<key>:head` holds "seq hash" of the last entry.
+ * Anchors (anchor.ts) are that head, signed and kept outside Redis, so a cut tail shows.
  *
  * Order is `seq`, not `ts`: timestamps come from each writer's clock and hosts disagree.
  */
@@ -107,8 +109,17 @@ export interface AuditLog {
   lines(): AsyncIterable<string>;
   /** The last entry's seq and hash as the writers recorded them; undefined for an empty log. */
   head(): Promise<AuditHead | undefined>;
-  /** Checks the whole chain, including that its end matches the head. */
-  verify(): Promise<VerifyResult>;
+  /**
+   * Checks the whole chain, including that its end matches the head, and that the log still
+   * holds every anchor's entry with the anchor's hash (see anchor.ts).
+   */
+  verify(opts?: { anchors?: PlacedAnchor[] }): Promise<VerifyResult>;
+  /**
+   * The head as the writers recorded it, signed (HMAC with the audit key, else SHA-256):
+   * post `formatAnchor()` of it to chat and append it to the anchor file, so a later cut
+   * tail or wiped log can be proven. One Redis round trip.
+   */
+  anchor(): Promise<AuditAnchor>;
 }
 
 const PAGE = 500;
@@ -231,10 +242,25 @@ export function createAuditLog(redis: Redis, opts: AuditLogOptions = {}): AuditL
       return raw ? parseHead(raw) : undefined;
     },
 
-    async verify() {
+    async verify(vopts = {}) {
       // Head first: lines appended meanwhile then only extend past it (see verifyChain).
       const head = await log.head();
-      return verifyChain(log.lines(), { hmacKey: opts.hmacKey, expectHead: head });
+      const anchors = vopts.anchors ? { logKey: key, list: vopts.anchors } : undefined;
+      return verifyChain(log.lines(), { hmacKey: opts.hmacKey, expectHead: head, anchors });
+    },
+
+    async anchor() {
+      // The head, not the list's last line: if the tail was already cut, the anchor keeps the
+      // writers' record of it, and verifying against it says so.
+      const res = await redis.multi().get(headKey).llen(key).exec();
+      const [[headErr, raw], [lenErr, len]] = res as [[Error | null, string | null], [Error | null, number]];
+      if (headErr || lenErr) throw headErr ?? lenErr;
+      if (!raw && len > 0) {
+        throw new MedicError('INTERNAL', `audit log ${key} has entries but ${headKey} is missing: not signing an anchor for it. `
+          + 'Run `node dist/src/cli/audit.js verify` and restore the head');
+      }
+      const head = parseHead(raw);
+      return signAnchor({ key, seq: head.seq, head: head.hash, at: now().toISOString() }, opts.hmacKey);
     },
   };
   return log;
@@ -258,11 +284,14 @@ export function readAuditHmacKey(path: string): Buffer {
   return key;
 }
 
-/** Audit settings every process reads the same way: MEDIC_AUDIT_KEY, MEDIC_AUDIT_HMAC_KEY_FILE. */
-export function auditOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): { key: string; hmacKey?: Buffer } {
+/**
+ * Audit settings every process reads the same way: MEDIC_AUDIT_KEY, MEDIC_AUDIT_HMAC_KEY_FILE,
+ * and MEDIC_AUDIT_ANCHOR_FILE (where the bot appends anchors; see createAnchorSink).
+ */
+export function auditOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): { key: string; hmacKey?: Buffer; anchorFile?: string } {
   const key = env.MEDIC_AUDIT_KEY || DEFAULT_AUDIT_KEY;
   const file = env.MEDIC_AUDIT_HMAC_KEY_FILE;
-  return { key, hmacKey: file ? readAuditHmacKey(file) : undefined };
+  return { key, hmacKey: file ? readAuditHmacKey(file) : undefined, anchorFile: env.MEDIC_AUDIT_ANCHOR_FILE || undefined };
 }
 
 // ---------------------------------------------------------------- the /etcd audit report

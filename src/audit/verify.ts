@@ -1,4 +1,5 @@
 import { createHash, createHmac } from 'node:crypto';
+import { AnchorProblem, anchorName, anchorSigProblem, AuditAnchor, PlacedAnchor } from './anchor';
 import type { AuditEntry } from './audit-log';
 
 /**
@@ -46,6 +47,14 @@ export interface VerifyOptions {
    * @defaultValue none (the end of the lines is not checked)
    */
   expectHead?: { seq: number; hash: string };
+  /**
+   * Anchors taken earlier (see anchor.ts): each must be signed for `logKey`, and the log
+   * must still hold its entry with its hash. Unlike the head these live outside Redis, so
+   * a tail cut together with a rewritten head, or a wiped log, still shows.
+   * `copy`: the lines are an exported copy, which may simply predate the newer anchors.
+   * @defaultValue none (no anchors checked); copy false
+   */
+  anchors?: { logKey: string; list: PlacedAnchor[]; copy?: boolean };
 }
 
 export interface ChainProblem {
@@ -63,6 +72,8 @@ export interface VerifyResult {
   /** Stored hash of the last valid entry read: compare with a copy kept elsewhere. */
   lastHash?: string;
   lastSeq?: number;
+  /** Present when anchors were given; their problems also make `ok` false. */
+  anchors?: { checked: number; problems: AnchorProblem[]; last?: AuditAnchor };
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -113,6 +124,8 @@ export async function verifyChain(lines: Iterable<string> | AsyncIterable<string
   let prevLine = 0;
   let last: AuditEntry | undefined;
   let atHeadSeq: { hash: string; line: number } | undefined;
+  const wanted = new Set(opts.anchors?.list.map((p) => p.anchor.seq));
+  const atAnchorSeq = new Map<number, string>();
   for await (const raw of lines) {
     count += 1;
     const line = count;
@@ -147,9 +160,54 @@ export async function verifyChain(lines: Iterable<string> | AsyncIterable<string
     prevLine = line;
     last = e;
     if (e.seq === opts.expectHead?.seq) atHeadSeq = { hash: e.hash, line };
+    if (wanted.has(e.seq) && !atAnchorSeq.has(e.seq)) atAnchorSeq.set(e.seq, e.hash);
   }
   checkHead(opts.expectHead, last, atHeadSeq, count, problems);
-  return { ok: problems.length === 0, count, problems, lastHash: last?.hash, lastSeq: last?.seq };
+  const res: VerifyResult = { ok: problems.length === 0, count, problems, lastHash: last?.hash, lastSeq: last?.seq };
+  if (opts.anchors) {
+    const { list, logKey, copy } = opts.anchors;
+    const anchorProblems = list.flatMap((p) => {
+      const reason = anchorProblem(p.anchor, { logKey, hmacKey: opts.hmacKey, count, lastSeq: last?.seq ?? 0, atAnchorSeq, copy });
+      return reason ? [{ source: p.source, anchor: p.anchor, reason }] : [];
+    });
+    res.anchors = { checked: list.length, problems: anchorProblems, last: list[list.length - 1]?.anchor };
+    res.ok &&= anchorProblems.length === 0;
+  }
+  return res;
+}
+
+interface LogFacts {
+  logKey: string;
+  hmacKey?: Buffer;
+  /** Lines read and the seq of the last valid entry. */
+  count: number;
+  lastSeq: number;
+  /** Hash of the first entry read with each anchored seq. */
+  atAnchorSeq: Map<number, string>;
+  copy?: boolean;
+}
+
+/**
+ * Why the log doesn't hold what the anchor recorded, or undefined when it does. The entry's
+ * hash covers every entry before it (through `prev`), so a match pins the whole prefix.
+ */
+function anchorProblem(a: AuditAnchor, log: LogFacts): string | undefined {
+  const sig = anchorSigProblem(a, { logKey: log.logKey, hmacKey: log.hmacKey });
+  if (sig) return sig;
+  if (a.seq === 0) return undefined;
+  const n = a.seq - log.lastSeq;
+  const entries = n === 1 ? '1 entry' : `${n} entries`;
+  if (log.copy && n > 0) {
+    return `the copy ends at #${log.lastSeq} but ${anchorName(a)} was signed: it lacks the last ${entries} (a copy older than the anchor, or its tail was cut)`;
+  }
+  if (log.count === 0) return `the log is empty but ${anchorName(a)} exists: the log was wiped`;
+  if (n > 0) return `the log ends at #${log.lastSeq} but ${anchorName(a)} was signed: ${entries} ${n === 1 ? 'was' : 'were'} removed from the tail`;
+  const hash = log.atAnchorSeq.get(a.seq);
+  if (hash === undefined) return `entry #${a.seq} is missing from the log, but ${anchorName(a)} recorded it: it was removed`;
+  if (hash !== a.head) {
+    return `entry #${a.seq} has hash ${short(hash)}… but ${anchorName(a)} recorded ${short(a.head)}…: the log was rewritten at or before #${a.seq} (or cut and written again)`;
+  }
+  return undefined;
 }
 
 /**

@@ -1,13 +1,15 @@
 /**
  * The audit trail from a shell, for post-mortems and auditors:
  *
- *   node dist/src/cli/audit.js verify [--file log.jsonl]
+ *   node dist/src/cli/audit.js verify [--file log.jsonl] [--anchor "<line>"]… [--anchor-file anchors.jsonl]
+ *   node dist/src/cli/audit.js anchor [--anchor-file anchors.jsonl]
  *   node dist/src/cli/audit.js export --out log.jsonl
  *   node dist/src/cli/audit.js tail [--cluster c] [--job id] [-n 20]
  *
  * Reads Redis at REDIS_URL (the one the bot uses), key MEDIC_AUDIT_KEY, HMAC key from
  * MEDIC_AUDIT_HMAC_KEY_FILE. Exit status: 0 chain verifies (or the command worked),
- * 1 chain broken (each problem printed), 2 usage, configuration or connection error.
+ * 1 chain broken or an anchor not held (each problem printed), 2 usage, configuration or
+ * connection error.
  */
 import { once } from 'node:events';
 import { createReadStream, createWriteStream, renameSync, rmSync } from 'node:fs';
@@ -16,18 +18,22 @@ import { parseArgs } from 'node:util';
 import IORedis, { Redis } from 'ioredis';
 import { renderTable } from '../adapters/console/render-text';
 import { auditOptionsFromEnv, AuditLog, createAuditLog, describeAuditEvent } from '../audit/audit-log';
+import { AnchorProblem, createAnchorSink, formatAnchor, parseAnchor, PlacedAnchor, readAnchorFile } from '../audit/anchor';
 import { verifyChain, VerifyResult } from '../audit/verify';
 import { describeError, isMedicError, MedicError } from '../engine/errors';
 import { safeRedisUrl } from '../queue/queue';
 
 export const USAGE = `usage: node dist/src/cli/audit.js <command> [options]
   verify [--file log.jsonl]              check the hash chain (Redis, or an exported file)
+    [--anchor "<line>"]…                 …and that it still holds this anchor (the line the bot posted to chat)
+    [--anchor-file anchors.jsonl]        …and every anchor in the bot's anchor file (MEDIC_AUDIT_ANCHOR_FILE)
+  anchor [--anchor-file anchors.jsonl]   sign the current head: print the anchor line (and append it to the file)
   export --out log.jsonl                 copy every line verbatim, to keep outside Redis
   tail [--cluster c] [--job id] [-n 20]  the newest entries
   --key k                                the Redis list (overrides MEDIC_AUDIT_KEY)
 environment: REDIS_URL (default redis://127.0.0.1:6379), MEDIC_AUDIT_KEY (default etcd-medic:audit),
   MEDIC_AUDIT_HMAC_KEY_FILE (when the bot writes with an HMAC key)
-exit status: 0 ok, 1 chain broken, 2 usage or connection error`;
+exit status: 0 ok, 1 chain broken or an anchor not held, 2 usage or connection error`;
 
 export interface CliIo {
   out(line: string): void;
@@ -71,14 +77,19 @@ async function* fileLines(path: string): AsyncGenerator<string> {
 }
 
 function printVerdict(res: VerifyResult, where: string, hmac: boolean, io: CliIo): number {
+  const anchorProblems = res.anchors?.problems ?? [];
   if (res.ok) {
     io.out(res.count
       ? `audit chain ok: ${res.count} entries in ${where}, head seq ${res.lastSeq} hash ${res.lastHash}`
       : `audit chain ok: ${where} is empty (is MEDIC_AUDIT_KEY / --file the right one?)`);
+    const last = res.anchors?.last;
+    if (last) io.out(`anchors ok: ${res.anchors!.checked} checked, the last is #${last.seq} of ${last.at} (${last.alg})`);
     return 0;
   }
-  io.out(`audit chain BROKEN: ${res.problems.length} problem${res.problems.length === 1 ? '' : 's'} in ${res.count} lines of ${where}`);
+  const total = res.problems.length + anchorProblems.length;
+  io.out(`audit chain BROKEN: ${total} problem${total === 1 ? '' : 's'} in ${res.count} lines of ${where}`);
   for (const p of res.problems) io.out(`  line ${p.line}${p.seq !== undefined ? ` (seq ${p.seq})` : ''}: ${p.reason}`);
+  for (const p of anchorProblems) io.out(`  ${p.source}: ${p.reason}`);
   if (!hmac && res.count > 0 && res.problems.length >= res.count) {
     io.out('  every line fails: if the bot writes with an HMAC key, set MEDIC_AUDIT_HMAC_KEY_FILE to the same key');
   }
@@ -120,6 +131,50 @@ async function tail(log: AuditLog, q: { cluster?: string; jobId?: string; limit:
   return 0;
 }
 
+/** The anchors `verify` was given, and problems with anchor-file lines that aren't anchors. */
+interface GivenAnchors {
+  list: PlacedAnchor[];
+  problems: AnchorProblem[];
+}
+
+async function givenAnchors(texts: string[] | undefined, file: string | undefined): Promise<GivenAnchors | undefined> {
+  if (!texts?.length && !file) return undefined;
+  const list: PlacedAnchor[] = (texts ?? []).map((text, i) => {
+    const anchor = parseAnchor(text);
+    if (!anchor) {
+      throw usageError(`--anchor ${JSON.stringify(text.length > 60 ? `${text.slice(0, 60)}…` : text)}: no audit anchor in it; `
+        + 'paste the whole "audit anchor #… head … (… sig …)" line the bot posted, or a line of the anchor file');
+    }
+    return { anchor, source: texts!.length > 1 ? `--anchor ${i + 1}` : '--anchor' };
+  });
+  const problems: AnchorProblem[] = [];
+  if (file) {
+    const read = await readAnchorFile(file);
+    // An empty file proves nothing either way: say so rather than report "ok".
+    if (!read.anchors.length && !read.problems.length) throw new MedicError('BAD_INPUT', `anchor file ${file} has no anchors: nothing to check the log against`);
+    list.push(...read.anchors);
+    problems.push(...read.problems);
+  }
+  return { list, problems };
+}
+
+/** Folds anchor-file lines that aren't anchors into the verdict: someone edited the file, or a write was torn. */
+function withFileProblems(res: VerifyResult, given: GivenAnchors | undefined): VerifyResult {
+  if (!given?.problems.length) return res;
+  const anchors = res.anchors ?? { checked: 0, problems: [] };
+  return { ...res, ok: false, anchors: { ...anchors, problems: [...given.problems, ...anchors.problems] } };
+}
+
+async function signAnchorNow(log: AuditLog, file: string | undefined, io: CliIo): Promise<number> {
+  const anchor = await log.anchor();
+  io.out(formatAnchor(anchor));
+  if (file) {
+    await createAnchorSink(file).append(anchor);
+    io.out(`appended to ${file}`);
+  }
+  return 0;
+}
+
 function parse(argv: string[]) {
   try {
     return parseArgs({
@@ -128,6 +183,8 @@ function parse(argv: string[]) {
       options: {
         file: { type: 'string' },
         out: { type: 'string' },
+        anchor: { type: 'string', multiple: true },
+        'anchor-file': { type: 'string' },
         cluster: { type: 'string' },
         job: { type: 'string' },
         key: { type: 'string' },
@@ -148,12 +205,16 @@ export async function runAuditCli(argv: string[], env: NodeJS.ProcessEnv = proce
     const [command, ...extra] = positionals;
     if (values.help) { io.out(USAGE); return 0; }
     if (!command || extra.length) throw usageError(command ? `unexpected arguments: ${extra.join(' ')}` : 'no command given');
-    if (!['verify', 'export', 'tail'].includes(command)) throw usageError(`unknown command "${command}"`);
+    if (!['verify', 'export', 'tail', 'anchor'].includes(command)) throw usageError(`unknown command "${command}"`);
+    if (values.anchor && command !== 'verify') throw usageError('--anchor goes with verify');
     const settings = auditOptionsFromEnv(env);
     const hmacKey = settings.hmacKey;
+    const key = values.key || settings.key;
+    const anchors = command === 'verify' ? await givenAnchors(values.anchor, values['anchor-file']) : undefined;
 
     if (command === 'verify' && values.file) {
-      return printVerdict(await verifyChain(fileLines(values.file), { hmacKey }), values.file, !!hmacKey, io);
+      const res = await verifyChain(fileLines(values.file), { hmacKey, anchors: anchors && { logKey: key, list: anchors.list, copy: true } });
+      return printVerdict(withFileProblems(res, anchors), values.file, !!hmacKey, io);
     }
     if (command === 'export' && !values.out) throw usageError('export needs --out <file>');
     const limit = values.n === undefined ? 20 : Number(values.n);
@@ -161,8 +222,12 @@ export async function runAuditCli(argv: string[], env: NodeJS.ProcessEnv = proce
 
     const url = env.REDIS_URL || DEFAULT_REDIS_URL;
     redis = await connect(url);
-    const log = createAuditLog(redis, { key: values.key || settings.key, hmacKey });
-    if (command === 'verify') return printVerdict(await log.verify(), `${log.key} at ${safeRedisUrl(url)}`, !!hmacKey, io);
+    const log = createAuditLog(redis, { key, hmacKey });
+    if (command === 'verify') {
+      const res = await log.verify({ anchors: anchors?.list });
+      return printVerdict(withFileProblems(res, anchors), `${log.key} at ${safeRedisUrl(url)}`, !!hmacKey, io);
+    }
+    if (command === 'anchor') return await signAnchorNow(log, values['anchor-file'], io);
     if (command === 'export') return await exportLines(log, values.out!, io);
     return await tail(log, { cluster: values.cluster, jobId: values.job, limit }, io);
   } catch (e) {
