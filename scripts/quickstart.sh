@@ -4,7 +4,9 @@
 #   bash scripts/quickstart.sh            # then type: status lab
 # Stop the lab and Redis afterwards with: bash scripts/quickstart.sh down
 # A second console (another user, e.g. to approve a plan) against the running lab and Redis:
-#   MEDIC_CONSOLE_USER=console:bob bash scripts/quickstart.sh console
+#   MEDIC_DRILL=1 MEDIC_CONSOLE_USER=console:bob bash scripts/quickstart.sh console
+# (the console is you, console:<OS login>; a second name on one machine is a drill override,
+# allowed only with MEDIC_DRILL=1 and shown as one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAB_DIR=${LAB_DIR:-/var/lib/etcd-medic-lab}
@@ -46,5 +48,5 @@ bash lab/lab.sh up
 echo "quickstart: starting etcd-medic in console mode (try: status lab, help, clusters; quit to leave)"
 echo "quickstart: break the lab from another shell, e.g. bash lab/lab.sh stop-node node3"
 echo "quickstart: a repair with approval: replace-member lab node3, then approve it from a second console:"
-echo "quickstart:   MEDIC_CONSOLE_USER=console:bob bash scripts/quickstart.sh console"
+echo "quickstart:   MEDIC_DRILL=1 MEDIC_CONSOLE_USER=console:bob bash scripts/quickstart.sh console   (a drill override: you are console:$(id -un) otherwise)"
 start_console

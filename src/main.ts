@@ -66,13 +66,15 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
 
-  if (role === 'console') {
+  if (role === 'console' && settings.console) {
     await runConsole({
       engine: medic.engine,
       waitForReport: (id, ms, onProgress) => medic.queue.waitForReport(id, ms, onProgress),
       input: process.stdin,
       output: process.stdout,
-      user: settings.consoleUser,
+      user: settings.console.user,
+      identity: settings.console.identity,
+      osLogin: settings.console.osLogin,
     });
     await stop('console closed');
   }

@@ -15,7 +15,8 @@ export interface Settings {
   host: string;
   slack?: { botToken: string; signingSecret: string; apiUrl?: string; appToken?: string; socketMode: boolean };
   sshKey?: Buffer;
-  consoleUser: string;
+  /** Who types at the console (console role only). */
+  console?: ConsoleIdentity;
   logLevel: string;
   /** Where the bot keeps snapshots (safety snapshots before destructive steps). */
   snapshotDir: string;
@@ -85,7 +86,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     host: env.HOST || '0.0.0.0',
     slack,
     sshKey,
-    consoleUser: consoleUser(env),
+    // Only the console acts as a person; a worker in a container may have no passwd entry.
+    console: role === 'console' ? consoleIdentity(env) : undefined,
     // The console shares the terminal with the logs: only warnings and errors there by default.
     logLevel: env.LOG_LEVEL || (role === 'console' ? 'warn' : 'info'),
     snapshotDir: absDir(env, 'MEDIC_SNAPSHOT_DIR', '/var/lib/etcd-medic/snapshots'),
@@ -95,14 +97,54 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   };
 }
 
-/** Who types at the console: "console:<name>", never a Slack id (access rules tell them apart). */
-function consoleUser(env: NodeJS.ProcessEnv): string {
-  const v = env.MEDIC_CONSOLE_USER || `console:${userInfo().username.toLowerCase().replace(/[^a-z0-9._-]/g, '') || 'operator'}`;
+/** Who types at the console, and how the bot knows it. */
+export interface ConsoleIdentity {
+  /** "console:<name>", matched by access rules. */
+  user: string;
+  /**
+   * os: the OS login running the process. override: MEDIC_CONSOLE_USER under MEDIC_DRILL=1,
+   * for tests and drills; recorded as such in every request's origin.
+   */
+  identity: 'os' | 'override';
+  /** The OS login, also under an override. */
+  osLogin: string;
+}
+
+const CONSOLE_NAME = /^[a-z0-9._-]{1,32}$/;
+
+/**
+ * The console identity is the OS login (console:<login>): whoever can type at the console
+ * already holds that account, and access rules name console users as approvers, so a
+ * name anyone can set in the environment would let one person approve their own plan.
+ * MEDIC_CONSOLE_USER may claim another name only with MEDIC_DRILL=1, and it says so.
+ */
+export function consoleIdentity(env: NodeJS.ProcessEnv, osUser: () => { username: string } = userInfo): ConsoleIdentity {
+  let login: string;
+  try {
+    login = osUser().username;
+  } catch (e) {
+    throw new MedicError('CONFIG_INVALID', `cannot tell which OS user runs the console (${(e as Error).message}): the console identity is the OS login; run it as a user with a passwd entry`);
+  }
+  // Names are compared as they are: lowercasing or dropping characters could make two logins one identity.
+  if (!CONSOLE_NAME.test(login)) {
+    throw new MedicError('CONFIG_INVALID', `OS login ${JSON.stringify(login)} can't be a console identity: console:<name> takes 1-32 lowercase letters, digits, ".", "_" or "-"; run the console as a user whose login fits`);
+  }
+  const os = `console:${login}`;
+  const drill = env.MEDIC_DRILL;
+  if (drill !== undefined && drill !== '' && drill !== '1') {
+    throw new MedicError('CONFIG_INVALID', `MEDIC_DRILL=${drill}: 1 (tests and drills) or unset`);
+  }
+  const v = env.MEDIC_CONSOLE_USER;
+  if (!v) return { user: os, identity: 'os', osLogin: login };
   const named = v.startsWith('console:') ? v : `console:${v}`;
-  if (!/^console:[a-z0-9._-]{1,32}$/.test(named)) {
+  if (!CONSOLE_NAME.test(named.slice('console:'.length))) {
     throw new MedicError('CONFIG_INVALID', `MEDIC_CONSOLE_USER=${v}: "console:<name>" with a name of lowercase letters, digits, ".", "_" or "-"`);
   }
-  return named;
+  if (named === os) return { user: os, identity: 'os', osLogin: login };
+  if (drill !== '1') {
+    throw new MedicError('CONFIG_INVALID', `MEDIC_CONSOLE_USER=${v}: the console acts as your OS login (${os}); another identity is for tests and drills only, since access rules trust console names: set MEDIC_DRILL=1 as well (the override is then shown and recorded as one), or unset MEDIC_CONSOLE_USER`);
+  }
+  return { user: named, identity: 'override', osLogin: login };
 }
 
 function absDir(env: NodeJS.ProcessEnv, name: string, def: string): string {

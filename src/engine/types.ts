@@ -22,6 +22,11 @@ export type Origin =
       /** "console:<name>" */
       user: string;
       groups?: string[];
+      /**
+       * How the console knows who this is: the OS login, or a drill override
+       * (MEDIC_CONSOLE_USER with MEDIC_DRILL=1). Absent for the bot's own (scheduler).
+       */
+      identity?: 'os' | 'override';
     };
 
 /** One command as typed: "status lab" (without the leading "/etcd"). */

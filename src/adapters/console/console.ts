@@ -13,6 +13,10 @@ export interface ConsoleOptions {
   output: Writable;
   /** "console:<name>", matched against access rules. */
   user: string;
+  /** How `user` was established (settings' ConsoleIdentity); carried in every request's origin. */
+  identity?: 'os' | 'override';
+  /** The OS login running the console, named in the banner of an override. */
+  osLogin?: string;
   /** How long to wait for a job before giving the prompt back. @defaultValue 120000 */
   jobTimeoutMs?: number;
   prompt?: string;
@@ -27,7 +31,12 @@ export function runConsole(opts: ConsoleOptions): Promise<void> {
   const write = (s: string) => opts.output.write(`${s}\n`);
   const prompt = opts.prompt ?? 'etcd-medic> ';
   const origin: Origin = { adapter: 'console', channel: 'console', user: opts.user };
+  if (opts.identity) origin.identity = opts.identity;
   write(`etcd-medic console — you are ${opts.user}. Type "help", or "quit" to leave.`);
+  if (opts.identity === 'override') {
+    // Said up front, so nobody mistakes a drill for a second person's approval.
+    write(`identity ${opts.user} is a drill override of OS user ${opts.osLogin ?? 'unknown'} (MEDIC_DRILL=1)`);
+  }
   opts.output.write(prompt);
 
   let chain = Promise.resolve();
