@@ -365,6 +365,8 @@ AllowTcpForwarding yes
 MaxStartups 100:30:200
 MaxSessions 20
 Subsystem sftp internal-sftp
+# VERBOSE logs every session ("Starting session: command ..."): tests count what reached the node
+LogLevel VERBOSE
 EOF
 }
 

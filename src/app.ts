@@ -53,6 +53,8 @@ export interface MedicOptions {
   planIdPrefix?: string;
   /** Clock of approvals and plans (tests move it to expire approvals). @defaultValue () => new Date() */
   now?: () => Date;
+  /** On stop (SIGTERM), how long a running step may go on before it is aborted and handed over. @defaultValue 20000 */
+  shutdownGraceMs?: number;
 }
 
 export interface Medic {
@@ -110,10 +112,11 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const workflow = createWorkflow({
     config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, now: opts.now, planIdPrefix: opts.planIdPrefix, queueName: opts.queueName ?? 'etcd-medic',
     enqueueExecution: (job, jobId) => queue.add(job, { jobId }),
-    openResources: sshKey ? (cluster): ExecutionResources => {
-      const res = createJobResources({ cluster, sshKey });
+    openResources: sshKey ? (cluster, _planId, fence): ExecutionResources => {
+      const res = createJobResources({ cluster, sshKey, fence });
       return { run: (step, ctx) => runAction(step, { ...ctx, res }), takeCommands: () => res.takeCommands(), close: () => res.close() };
     } : undefined,
+    log: (msg, extra) => opts.log.warn(extra ?? {}, msg),
   });
   const engine = new Engine({ config: opts.config, commands, queue, decide: (d) => workflow.decide(d) });
   const notifiers: Partial<Record<'slack' | 'console', Notifier>> = {};
@@ -189,8 +192,12 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
       (r) => opts.log.info(r, 'snapshot schedules set'),
       (e) => opts.log.warn({ error: String(e) }, 'could not set snapshot schedules'),
     );
-    // Stop the worker first: it waits for running jobs, which may still post to Slack.
-    stops.unshift(async () => { await worker!.close(); });
+    // Stop the worker first: no new job is taken, a running plan is handed over at its next
+    // step boundary (its step aborted after the grace), and close() waits for that.
+    stops.unshift(async () => {
+      workflow.shutdown(opts.shutdownGraceMs ?? 20_000);
+      await worker!.close();
+    });
   }
   stops.push(() => queue.close());
   stops.push(async () => { state.disconnect(); });

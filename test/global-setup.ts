@@ -4,7 +4,8 @@ import { labUp } from './support/lab';
 
 /** Port of the Redis the suites share; each suite uses its own queue name. */
 export const TEST_REDIS_PORT = Number(process.env.TEST_REDIS_PORT ?? 6399);
-const STATE = '/tmp/etcd-medic-test-services.json';
+// One state file per Redis port: a second jest run (another port) must not stop this one's Redis.
+const STATE = `/tmp/etcd-medic-test-services-${process.env.TEST_REDIS_PORT ?? 6399}.json`;
 
 export default async function globalSetup(): Promise<void> {
   const redis = await startRedis(TEST_REDIS_PORT);

@@ -1,7 +1,8 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { labDown } from './support/lab';
 
-const STATE = '/tmp/etcd-medic-test-services.json';
+// One state file per Redis port: a second jest run (another port) must not stop this one's Redis.
+const STATE = `/tmp/etcd-medic-test-services-${process.env.TEST_REDIS_PORT ?? 6399}.json`;
 
 export default async function globalTeardown(): Promise<void> {
   if (existsSync(STATE)) {

@@ -220,4 +220,91 @@ describe('workflow', () => {
     expect((await g.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') })).text).toMatch(/is rejected/);
     expect(g.enqueued).toHaveLength(0);
   });
+
+  it('on shutdown, hands a running plan over at the next step boundary: checkpointed, lease released, resumed elsewhere', async () => {
+    const f = make();
+    f.state.d = { down: ['node3'] };
+    await planned(f, 'replace-member node3');
+    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
+    let release!: () => void;
+    f.gates.set(2, new Promise<void>((r) => { release = r; }));
+    const checkpoints: ExecCheckpoint[] = [];
+    const running = f.wf.executeJob(f.enqueued[0].job, 'x1', io(checkpoints)).then(() => undefined, (e: unknown) => e);
+    while (f.ran.length < 2) await new Promise((r) => setTimeout(r, 20));
+    // SIGTERM while step 3 runs: it may finish (within the grace), then nothing new starts.
+    f.wf.shutdown(10_000);
+    release();
+    const e = await running as { code?: string; handOver?: boolean };
+    expect(e).toMatchObject({ code: 'SHUTDOWN', handOver: true });
+    expect(f.ran).toHaveLength(3);
+    const last = checkpoints[checkpoints.length - 1];
+    expect(last.cursor).toBe(3);
+    expect(last.handedOver).toMatch(/shut down/);
+    expect((await f.approvals.get('1'))!.status).toBe('running');
+    // The lease is released at once: the next worker need not wait for it to lapse.
+    expect(await f.locks.holder('prod-eu1')).toBeUndefined();
+    const types = (await f.audit.recent({ limit: 100 })).map((x) => x.type);
+    expect(types).toContain('job.handed-over');
+    expect(types).not.toContain('job.failed');
+
+    // Another worker resumes at step 4 and finishes; no step ran twice.
+    const g = fixture(DESTRUCTIVE);
+    fixtures.push(g);
+    const resumedWf = createWorkflow({
+      config: f.config, commands, approvals: f.approvals, locks: f.locks, audit: f.audit, surfaces: { slack: { post: async () => undefined, update: async () => undefined, thread: async () => undefined } },
+      probe: async (c) => snapshotOf(c, f.state.d), enqueueExecution: async (_j, id) => id,
+      openResources: () => ({
+        async run(step: StepSpec) { f.ran.push(`${step.action} ${step.node ?? ''}`.trim()); return { status: 'done', detail: 'ran' }; },
+        takeCommands: () => [], close: async () => undefined,
+      }),
+    });
+    const startedAt = Date.now();
+    const report = await resumedWf.executeJob({ ...f.enqueued[0].job, exec: last }, 'x1', io());
+    expect(report.verdict?.text).toMatch(/^done/);
+    expect(Date.now() - startedAt).toBeLessThan(1500); // no wait for a lapsed lease
+    expect(f.ran).toHaveLength(11);
+    expect(new Set(f.ran.map((r, i) => `${i}:${r}`)).size).toBe(11);
+    const resumed = (await f.audit.recent({ limit: 100 })).find((x) => x.type === 'job.resumed');
+    expect(resumed?.data).toMatchObject({ fromStep: 4, handedOver: expect.stringMatching(/shut down/) });
+  });
+
+  it('a step still running after the shutdown grace is aborted and handed over to run again', async () => {
+    const f = make();
+    f.state.d = { down: ['node3'] };
+    await planned(f, 'replace-member node3');
+    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
+    f.gates.set(1, new Promise<void>(() => undefined)); // step 2 never ends by itself
+    const checkpoints: ExecCheckpoint[] = [];
+    const running = f.wf.executeJob(f.enqueued[0].job, 'x1', io(checkpoints)).then(() => undefined, (e: unknown) => e);
+    while (checkpoints.length < 2) await new Promise((r) => setTimeout(r, 20));
+    const t0 = Date.now();
+    f.wf.shutdown(300);
+    const e = await running as { code?: string; handOver?: boolean };
+    expect(e).toMatchObject({ code: 'SHUTDOWN', handOver: true });
+    expect(Date.now() - t0).toBeLessThan(3000);
+    const last = checkpoints[checkpoints.length - 1];
+    expect(last.cursor).toBe(1); // step 2 did not finish: it runs again on resume
+    expect(last.states[1]).toMatch(/^interrupted/);
+    expect(await f.locks.holder('prod-eu1')).toBeUndefined();
+  });
+
+  it('a cancel that races the start of execution is never lost', async () => {
+    for (let round = 0; round < 5; round++) {
+      const f = make();
+      f.state.d = { down: ['node3'] };
+      await planned(f, 'replace-member node3');
+      await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
+      // Cancel and the worker's claim of the plan at the same moment.
+      const [cancel, report] = await Promise.all([
+        f.wf.decide({ action: 'cancel', planId: '1', origin: slack('U0ALICE') }),
+        f.wf.executeJob(f.enqueued[0].job, 'x1', io()),
+      ]);
+      expect(cancel.ok).toBe(true);
+      const status = (await f.approvals.get('1'))!.status;
+      // Either it never ran, or it stopped at a step boundary: never ran to the end.
+      expect(['cancelled', 'stopped']).toContain(status);
+      expect(f.ran.length).toBeLessThan(11);
+      expect(report.verdict?.text ?? '').not.toMatch(/^done/);
+    }
+  });
 });

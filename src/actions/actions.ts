@@ -4,7 +4,7 @@
  * work done and reports 'skipped' instead of doing it twice.
  */
 import type { NodeConfig } from '../config/schema';
-import { describeError, isMedicError, MedicError } from '../engine/errors';
+import { abortReason, describeError, isMedicError, MedicError } from '../engine/errors';
 import type { ActionName, StepSpec } from '../engine/plan';
 import type { MemberInfo } from '../exec/types';
 import { hostOf } from '../engine/status-summary';
@@ -47,6 +47,13 @@ export interface ActionContext {
   snapshots?: SnapshotDeps;
   /** @defaultValue setTimeout-based sleep (tests shorten it) */
   sleep?: (ms: number) => Promise<void>;
+  /**
+   * Aborts the action: the job's signal (lost lease, shutdown) given to runAction, which
+   * adds the step's timeout. Checked by every remote command and etcd call of `res`.
+   */
+  signal?: AbortSignal;
+  /** Overrides of the class timeouts (fault tests and drills). @defaultValue STEP_TIMEOUT_MS */
+  stepTimeoutMs?: Partial<typeof STEP_TIMEOUT_MS>;
 }
 
 /** Timeouts by class of step, declared once: changes are quick, waits for health are not. */
@@ -79,7 +86,18 @@ export { memberOf, assertNotLiveMember, str };
 
 export type Action = (step: StepSpec, ctx: ActionContext) => Promise<StepOutcome>;
 
-const sleepOf = (ctx: ActionContext) => ctx.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+const sleepOf = (ctx: ActionContext) => ctx.sleep ?? ((ms: number) => abortableSleep(ms, ctx.signal));
+
+/** Sleeps `ms`, or rejects with the signal's reason as soon as it aborts. */
+export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(abortReason(signal));
+    const onAbort = () => { clearTimeout(timer); reject(abortReason(signal!)); };
+    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 
 function str(step: StepSpec, name: string): string {
   const v = step.params[name];
@@ -104,6 +122,7 @@ export async function poll<T>(
   let delay = 250;
   let last = 'not yet';
   for (;;) {
+    if (ctx.signal?.aborted) throw abortReason(ctx.signal);
     try {
       const v = await fn();
       if (v !== undefined) return v;
@@ -338,20 +357,33 @@ const actions: Partial<Record<ActionName, Action>> = {
   },
 };
 
+/**
+ * Runs one step under its class's timeout. The step's signal (the job's, plus the timeout)
+ * is bound to the job's resources before the action starts, so a step that timed out or
+ * whose job lost its lease can't issue another remote command or etcd call, even if the
+ * action's own code is still awaiting something.
+ */
 export async function runAction(step: StepSpec, ctx: ActionContext): Promise<StepOutcome> {
   const action = actions[step.action] ?? restoreActions[step.action] ?? quorumActions[step.action];
   if (!action) throw new MedicError('INTERNAL', `this worker does not know the action ${step.action} (an older version?)`);
-  const timeoutMs = STEP_TIMEOUT_MS[STEP_CLASS[step.action]];
-  let timer: NodeJS.Timeout | undefined;
+  const timeoutMs = ctx.stepTimeoutMs?.[STEP_CLASS[step.action]] ?? STEP_TIMEOUT_MS[STEP_CLASS[step.action]];
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(new MedicError('TIMEOUT', `${step.action}${step.node ? ` on ${step.node}` : ''}: no result within ${timeoutMs / 1000} s`)), timeoutMs);
+  const signal = ctx.signal ? AbortSignal.any([ctx.signal, timeout.signal]) : timeout.signal;
+  ctx.res.beginStep(signal);
+  let onAbort: (() => void) | undefined;
   try {
+    if (signal.aborted) throw abortReason(signal);
     return await Promise.race([
-      action(step, ctx),
+      action(step, { ...ctx, signal }),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new MedicError('TIMEOUT', `${step.action}${step.node ? ` on ${step.node}` : ''}: no result within ${timeoutMs / 1000} s`)), timeoutMs);
+        onAbort = () => reject(abortReason(signal));
+        signal.addEventListener('abort', onAbort, { once: true });
       }),
     ]);
   } finally {
     clearTimeout(timer);
+    if (onAbort) signal.removeEventListener('abort', onAbort);
   }
 }
 

@@ -4,10 +4,11 @@
  * Every remote command a step runs is recorded for the audit trail.
  */
 import type { ClusterConfig, NodeConfig } from '../config/schema';
-import { describeError, MedicError } from '../engine/errors';
+import { posix } from 'node:path';
+import { abortReason, describeError, MedicError } from '../engine/errors';
 import type { EtcdMemberClient } from '../exec/etcd-client';
 import { createTlsSource, memberClientThrough, sshTargetFor } from '../exec/probe';
-import type { RemoteCommand } from '../exec/shell';
+import { RemoteCommand, sh } from '../exec/shell';
 import { createSshPool, ExecOptions, ExecResult, SshPool, SshSession } from '../exec/ssh';
 import { createRuntime } from '../runtime';
 import type { NodeRuntime } from '../runtime/types';
@@ -35,7 +36,25 @@ export interface JobResources {
   healthyEtcd(opts?: { exclude?: string[]; prefer?: string }): Promise<{ node: string; client: EtcdMemberClient }>;
   /** Drains the commands recorded since the last call (one step's worth). */
   takeCommands(): CommandRecord[];
+  /**
+   * Binds the step about to run: its signal (timeout, lost lease, shutdown) is checked
+   * before every remote command, file transfer and etcd call, and kills a command in flight.
+   */
+  beginStep(signal: AbortSignal): void;
+  /** Closes every connection; from then on session(), etcd() and runtime() throw. */
   close(): Promise<void>;
+}
+
+/**
+ * Fencing (issue 8): the cluster lock's token reaches where changes happen. A node keeps
+ * the highest token it has seen in `<workDir>/fence`, compared before each remote command
+ * of the job; an etcd change is preceded by `check()` (the token is still the lock's).
+ * A stale holder (a worker that was cut off and woke up late) is refused, not raced.
+ */
+export interface Fence {
+  token: number;
+  /** Throws FENCED (or LEASE_LOST) unless the lease is still this job's. */
+  check(): Promise<void>;
 }
 
 export interface JobResourcesOptions {
@@ -43,7 +62,13 @@ export interface JobResourcesOptions {
   sshKey: Buffer;
   /** @defaultValue fs.promises.readFile */
   readLocalFile?: (path: string) => Promise<Buffer>;
+  /** The job's lease token and check; without it (read jobs) nothing is fenced. */
+  fence?: Fence;
 }
+
+/** Exit status of the fence prefix when the node has seen a newer token. */
+export const FENCE_EXIT = 97;
+const FENCE_MARK = 'etcd-medic: fenced:';
 
 const OUTPUT_EXCERPT = 600;
 
@@ -56,6 +81,14 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
   });
   const clients = new Map<string, Promise<{ client: EtcdMemberClient; close: () => Promise<void> }>>();
   const commands: CommandRecord[] = [];
+  let closed = false;
+  let stepSignal: AbortSignal | undefined;
+  // Every use goes through here: resources closed once stay closed, an aborted step acts no more.
+  const guard = (what: string) => {
+    if (closed) throw new MedicError('CANCELLED', `${what}: this job's connections are closed (the job stopped); nothing was run`);
+    if (stepSignal?.aborted) throw abortReason(stepSignal, `${what}: not run, the step was aborted`);
+  };
+  const guards: Guards = { guard, signal: () => stepSignal, fence: opts.fence, workDir: cluster.paths.workDir };
 
   const node = (name: string): NodeConfig => {
     const n = cluster.nodes.find((x) => x.name === name);
@@ -64,8 +97,10 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
   };
 
   const session = async (name: string): Promise<SshSession> => {
+    guard(`ssh ${name}`);
     const raw = await pool.session(sshTargetFor(cluster, node(name)));
-    return recording(raw, name, commands);
+    guard(`ssh ${name}`);
+    return guarded(raw, name, commands, guards);
   };
 
   const tlsFor = createTlsSource(cluster, opts.readLocalFile);
@@ -81,13 +116,16 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
   };
 
   const etcd = async (name: string): Promise<EtcdMemberClient> => {
+    guard(`etcd on ${name}`);
     let p = clients.get(name);
     if (!p) {
       p = open(name);
       clients.set(name, p);
       p.catch(() => { if (clients.get(name) === p) clients.delete(name); });
     }
-    return (await p).client;
+    const client = (await p).client;
+    guard(`etcd on ${name}`);
+    return guardedEtcd(client, name, guards);
   };
 
   return {
@@ -117,7 +155,9 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
       throw new MedicError('ETCD_UNAVAILABLE', `no healthy member to talk to (${why.join('; ') || 'none left to try'})`, true);
     },
     takeCommands: () => commands.splice(0, commands.length),
+    beginStep(signal) { stepSignal = signal; },
     async close() {
+      closed = true;
       const all = [...clients.values()];
       clients.clear();
       await Promise.all(all.map((p) => p.then((c) => c.close(), () => undefined)));
@@ -126,12 +166,45 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
   };
 }
 
-/** The same session, with every exec recorded (command, exit status, duration, output excerpt). */
-function recording(s: SshSession, node: string, sink: CommandRecord[]): SshSession {
+interface Guards {
+  guard(what: string): void;
+  signal(): AbortSignal | undefined;
+  fence?: Fence;
+  workDir: string;
+}
+
+/**
+ * Run before a fenced command, in the same shell: refuses (exit 97) when the node has seen
+ * a newer lock token, and records this one when it is newer than what the node has.
+ */
+function fencePrefix(workDir: string, token: number): RemoteCommand {
+  const file = posix.join(workDir, 'fence');
+  return sh`medic_fence_f=${file}; medic_fence_t=$(cat "$medic_fence_f" 2>/dev/null || echo 0); case "$medic_fence_t" in ''|*[!0-9]*) medic_fence_t=0;; esac; if [ "$medic_fence_t" -gt ${token} ]; then echo "etcd-medic: fenced: this node has seen lock token $medic_fence_t, this worker holds ${token}" >&2; exit 97; fi; if [ "$medic_fence_t" -lt ${token} ]; then mkdir -p ${workDir} && printf '%s\\n' ${token} > "$medic_fence_f.$$" && mv -f "$medic_fence_f.$$" "$medic_fence_f" || { echo "etcd-medic: fenced: cannot record lock token ${token} in ${file}" >&2; exit 97; }; fi;`;
+}
+
+/**
+ * The same session, checked and recorded: every use first passes the job's guard (closed
+ * resources, aborted step); with a fence, every command carries the fence check and every
+ * file write is preceded by one; every exec is recorded (command, exit status, duration,
+ * output excerpt) as the audit trail keeps it.
+ */
+function guarded(s: SshSession, node: string, sink: CommandRecord[], g: Guards): SshSession {
+  const fenced = (r: ExecResult) => {
+    if (r.code === FENCE_EXIT && r.stderr.includes(FENCE_MARK)) {
+      throw new MedicError('FENCED', `${node}: ${r.stderr.trim().replace(/^etcd-medic: fenced: /, '')}: another worker holds the cluster now; this one stops`);
+    }
+    return r;
+  };
+  const run = (cmd: RemoteCommand, o?: ExecOptions) => {
+    const signal = g.signal();
+    const opts = signal ? { ...o, signal } : o;
+    return s.exec(g.fence ? sh`${fencePrefix(g.workDir, g.fence.token)} ${cmd}` : cmd, opts).then(fenced);
+  };
   const exec = async (cmd: RemoteCommand, o?: ExecOptions): Promise<ExecResult> => {
+    g.guard(`${node}: ${cmd.text.slice(0, 80)}`);
     const start = Date.now();
     try {
-      const r = await s.exec(cmd, o);
+      const r = await run(cmd, o);
       sink.push({ node, command: cmd.text, exit: r.code, durationMs: r.durationMs, output: excerpt(`${r.stdout}${r.stderr}`) });
       return r;
     } catch (e) {
@@ -139,11 +212,47 @@ function recording(s: SshSession, node: string, sink: CommandRecord[]): SshSessi
       throw e;
     }
   };
+  const checked = <A extends unknown[], R>(what: string, f: (...a: A) => Promise<R>, fence = false) => async (...a: A): Promise<R> => {
+    g.guard(`${node}: ${what}`);
+    if (fence && g.fence) await run(sh`true`);
+    g.guard(`${node}: ${what}`);
+    return f(...a);
+  };
+  const overrides: Partial<SshSession> = {
+    exec,
+    readFile: checked('read a file', s.readFile.bind(s)),
+    writeFile: checked('write a file', s.writeFile.bind(s), true),
+    stat: checked('stat a file', s.stat.bind(s)),
+    openTunnel: checked('open a tunnel', s.openTunnel.bind(s)),
+  };
   return new Proxy(s, {
     get(target, prop, receiver) {
-      if (prop === 'exec') return exec;
+      if (prop in overrides) return overrides[prop as keyof SshSession];
       const v = Reflect.get(target, prop, receiver) as unknown;
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+/** etcd calls that change the cluster: the fence is checked immediately before each. */
+const ETCD_CHANGES = new Set<keyof EtcdMemberClient>(['memberAdd', 'memberRemove', 'memberPromote', 'defragment', 'alarmDisarm', 'put']);
+
+/** The same etcd client, every call behind the job's guard and every change behind the fence. */
+function guardedEtcd(c: EtcdMemberClient, node: string, g: Guards): EtcdMemberClient {
+  return new Proxy(c, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof v !== 'function') return v;
+      const f = (v as (...a: unknown[]) => unknown).bind(target);
+      if (prop === 'close') return f;
+      return async (...a: unknown[]) => {
+        g.guard(`etcd on ${node}: ${String(prop)}`);
+        if (g.fence && ETCD_CHANGES.has(prop as keyof EtcdMemberClient)) {
+          await g.fence.check();
+          g.guard(`etcd on ${node}: ${String(prop)}`);
+        }
+        return f(...a);
+      };
     },
   });
 }

@@ -18,6 +18,10 @@ export type ErrorCode =
   | 'UNKNOWN_JOB'
   | 'CANCELLED'
   | 'LEASE_LOST'
+  /** A stale lock holder's action refused where the change happens (fence file, lock token). */
+  | 'FENCED'
+  /** The worker is shutting down: the job is handed over at a step boundary. */
+  | 'SHUTDOWN'
   | 'SSH_HOST_KEY_MISMATCH'
   | 'SSH_UNREACHABLE'
   | 'SSH_AUTH_FAILED'
@@ -53,4 +57,11 @@ export function isMedicError(e: unknown): e is MedicError {
 export function describeError(e: unknown): string {
   if (e instanceof Error) return e.message;
   return String(e);
+}
+
+/** What an aborted operation reports: the abort's own MedicError (timeout, lost lease, shutdown), else CANCELLED. */
+export function abortReason(signal: AbortSignal, what = 'aborted'): MedicError {
+  const r: unknown = signal.reason;
+  if (isMedicError(r)) return r;
+  return new MedicError('CANCELLED', `${what}: ${r instanceof Error ? r.message : String(r ?? 'no reason given')}`);
 }

@@ -63,6 +63,8 @@ export interface ExecCheckpoint {
   resumes: number;
   /** One line per finished step, for the plan message. */
   states: string[];
+  /** Why the last worker let go of the job (shutdown, lost lease), for the one that resumes it. */
+  handedOver?: string;
 }
 
 /** A decision on a plan: a button click (Slack) or a typed approve/reject/cancel (console). */

@@ -8,9 +8,10 @@ import type { AuditLog } from '../audit/audit-log';
 import type { ClusterConfig, MedicConfig } from '../config/schema';
 import type { ClusterSnapshot } from '../exec/types';
 import type { ClusterLocks, Lease } from '../locks/cluster-lock';
+import { keepAlive } from '../locks/keep-alive';
 import type { ApprovalStore, PlanRecord, PlanView } from './approvals';
 import type { CommandDef } from './command';
-import { describeError, isMedicError, MedicError } from './errors';
+import { abortReason, describeError, isMedicError, MedicError } from './errors';
 import { basisOf, canonicalJson, Plan, planDiff, planHash } from './plan';
 import { planReport } from './plan-report';
 import { matches } from './policy';
@@ -18,7 +19,7 @@ import { errorReport, Report } from './report';
 import { summarize } from './status-summary';
 import type { ChatSurface, Decision, DecisionResult, ExecCheckpoint, JobRequest, Origin } from './types';
 import type { ActionContext, StepOutcome } from '../actions/actions';
-import type { CommandRecord } from '../actions/context';
+import type { CommandRecord, Fence } from '../actions/context';
 
 /** What one execution needs from the outside world, opened per job. */
 export interface ExecutionResources {
@@ -40,12 +41,14 @@ export interface WorkflowDeps {
   enqueueExecution(job: JobRequest, jobId: string): Promise<string>;
   /** Chat surfaces per adapter; the console has none (it reads job results and progress). */
   surfaces: Partial<Record<Origin['adapter'], ChatSurface>>;
-  /** Opens SSH/etcd resources for one execution. */
-  openResources?(cluster: ClusterConfig, planId: string): ExecutionResources;
+  /** Opens SSH/etcd resources for one execution, fenced by its lease. */
+  openResources?(cluster: ClusterConfig, planId: string, fence: Fence): ExecutionResources;
+  /** Where events go that can't wait for Redis (a lost lease). */
+  log?: (msg: string, extra?: Record<string, unknown>) => void;
   snapshots?: ActionContext['snapshots'];
   /** @defaultValue () => new Date() */
   now?: () => Date;
-  /** Lease renewal interval of the cluster lock. @defaultValue 10000 */
+  /** Lease renewal interval of the cluster lock. @defaultValue a third of the lease */
   renewEveryMs?: number;
   /** Least time between two edits of a plan message (chat.update is rate-limited). @defaultValue 1500 */
   updateEveryMs?: number;
@@ -64,6 +67,8 @@ export interface JobIo {
 const noSurface: ChatSurface = { post: async () => undefined, update: async () => undefined, thread: async () => undefined };
 
 export function createWorkflow(deps: WorkflowDeps) {
+  let draining = false;
+  const running = new Set<{ abort: AbortController }>();
   const now = () => (deps.now ?? (() => new Date()))();
   const surface = (o: Origin) => {
     const found = deps.surfaces[o.adapter];
@@ -272,14 +277,13 @@ export function createWorkflow(deps: WorkflowDeps) {
       await audit('approval.rejected', rec.cluster, rec.id, user, {});
       return { ok: true, text: `you rejected plan ${rec.id}; nothing ran`, update: await messageUpdate(rec.id), thread: `Rejected by ${user}. Nothing ran.` };
     }
-    // cancel
-    const was = await deps.approvals.transition(rec.id, ['pending', 'approved'], 'cancelled');
-    if (was) {
-      await audit('job.cancelled', rec.cluster, rec.id, user, { before: was });
+    // cancel: decided in one script, so a plan that starts running meanwhile still stops.
+    const c = await deps.approvals.cancel(rec.id);
+    if (c.kind === 'cancelled') {
+      await audit('job.cancelled', rec.cluster, rec.id, user, { before: c.was });
       return { ok: true, text: `you cancelled plan ${rec.id}; nothing ran`, update: await messageUpdate(rec.id), thread: `Cancelled by ${user} before it ran.` };
     }
-    if (rec.status === 'running') {
-      await deps.approvals.requestCancel(rec.id);
+    if (c.kind === 'requested') {
       await audit('job.cancel-requested', rec.cluster, rec.id, user, { progress: rec.progress });
       return {
         ok: true, text: `plan ${rec.id} will stop after its current step; the thread will say what state it left`,
@@ -287,7 +291,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         thread: `Cancel requested by ${user}: stopping after the current step.`,
       };
     }
-    return { ok: false, text: `plan ${rec.id} is ${rec.status}: nothing to cancel` };
+    return { ok: false, text: `plan ${rec.id} is ${c.kind === 'status' ? c.status : 'gone'}: nothing to cancel` };
   }
 
   async function startExecution(rec: PlanRecord): Promise<string> {
@@ -363,16 +367,31 @@ export function createWorkflow(deps: WorkflowDeps) {
     }
 
     let resources: ExecutionResources | undefined;
-    let leaseLost = false;
-    const renew = setInterval(() => {
-      void lease.renew().then((ok) => {
-        if (ok || leaseLost) return;
-        // Fenced off: another holder owns the cluster now. Cut this worker's SSH and etcd
-        // connections so a step in flight stops acting on the cluster.
-        leaseLost = true;
+    // Aborts the step in flight: a lost lease or a shutdown that ran out of grace. The step's
+    // own timeout is added per step by the resources' runner.
+    const abort = new AbortController();
+    const active = { abort, draining: () => draining };
+    running.add(active);
+    const keep = keepAlive(lease, {
+      leaseMs: deps.locks.leaseMs,
+      everyMs: deps.renewEveryMs,
+      onLost: (reason) => {
+        // Another worker may take the cluster from now on: stop acting at once. Cut this
+        // worker's SSH and etcd connections so the step in flight stops where it is.
+        abort.abort(new MedicError('LEASE_LOST', `lost the lock on ${cluster.name}: ${reason}`));
         void resources?.close().catch(() => undefined);
-      }, () => undefined);
-    }, deps.renewEveryMs ?? Math.max(1000, Math.floor(deps.locks.leaseMs / 3)));
+        deps.log?.('lease lost: the step in flight was aborted and the connections cut', { plan: rec.id, cluster: cluster.name, reason });
+      },
+    });
+    const fence = {
+      token: lease.token,
+      check: async () => {
+        if (keep.lost) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name}: ${keep.lost}`);
+        if (!(await withDeadline(lease.isCurrent(), Math.max(500, keep.remainingMs()), 'checking the cluster lock'))) {
+          throw new MedicError('FENCED', `the lock on ${cluster.name} is no longer this job's (token ${lease.token}): change refused`);
+        }
+      },
+    };
     try {
       if (!resumed) {
         // The approval binds to what was shown: same members, same leader, same steps.
@@ -401,22 +420,24 @@ export function createWorkflow(deps: WorkflowDeps) {
         }
         exec.startedAt = now().toISOString();
         await checkpoint(exec);
-        await audit('job.started', cluster.name, rec.id, 'bot', { executeJob: jobId, approvals: rec.approvals, hash: rec.hash });
+        await audit('job.started', cluster.name, rec.id, 'bot', { executeJob: jobId, approvals: rec.approvals, hash: rec.hash, token: lease.token });
       } else {
         exec.resumes += 1;
+        const why = exec.handedOver;
+        exec.handedOver = undefined;
         await checkpoint(exec);
-        await audit('job.resumed', cluster.name, rec.id, 'bot', { worker: jobId, fromStep: exec.cursor + 1, total: rec.plan.steps.length, resumes: exec.resumes });
-        thread(`Resumed by another worker at step ${exec.cursor + 1}/${rec.plan.steps.length} (the previous worker stopped mid-job). Each step checks before it acts.`);
+        await audit('job.resumed', cluster.name, rec.id, 'bot', { worker: jobId, fromStep: exec.cursor + 1, total: rec.plan.steps.length, resumes: exec.resumes, token: lease.token, handedOver: why });
+        thread(`Resumed by another worker at step ${exec.cursor + 1}/${rec.plan.steps.length} (${why ? `the previous worker ${why}` : 'the previous worker stopped mid-job'}). Each step checks before it acts.`);
       }
       if (!deps.openResources) throw new MedicError('INTERNAL', 'this worker has no SSH key: it cannot run plans');
-      resources = deps.openResources(cluster, rec.id);
+      resources = deps.openResources(cluster, rec.id, fence);
       const steps = rec.plan.steps;
       for (let i = exec.cursor; i < steps.length; i++) {
         const s = steps[i];
         const label = `step ${i + 1}/${steps.length}: ${s.action}${s.node ? ` ${s.node}` : ''}`;
-        const current = await deps.approvals.get(rec.id);
-        if (current?.cancelRequested) {
-          await deps.approvals.transition(rec.id, ['running'], 'stopped');
+        // One script decides: a cancel recorded before this point stops the plan here; one
+        // arriving later is seen at the next boundary (none is lost between two reads).
+        if (await deps.approvals.stopIfCancelled(rec.id)) {
           await audit('job.cancelled', cluster.name, rec.id, 'bot', { atStep: i + 1, done: exec.states });
           await resources.close().catch(() => undefined);
           const report = await finalReport(cluster, title, 'warn', `cancelled before ${label}; ${done(i)}, the rest did not. The cluster is as shown below.`);
@@ -424,8 +445,10 @@ export function createWorkflow(deps: WorkflowDeps) {
           await updateMessage(rec.id, exec.states, true);
           return report;
         }
+        if (draining) throw new MedicError('SHUTDOWN', `this worker is shutting down: handed over before ${label}`);
         // Fencing: a worker whose lease lapsed (and may have been taken) must not act.
-        if (leaseLost || !(await lease.renew())) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name} before ${label}`);
+        if (keep.lost) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name} before ${label}: ${keep.lost}`);
+        if (!(await lease.renew())) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name} before ${label}`);
         await lease.update(label);
         await deps.approvals.setExtra(rec.id, { progress: label });
         await audit('step.started', cluster.name, rec.id, 'bot', { step: s.action, index: i + 1, total: steps.length, node: s.node, describe: s.describe });
@@ -434,28 +457,36 @@ export function createWorkflow(deps: WorkflowDeps) {
         const started = Date.now();
         let outcome: StepOutcome;
         try {
-          outcome = await resources.run(s, {
-            planId: rec.id, requester: rec.requester, outputs: exec.outputs, snapshots: deps.snapshots,
+          // The runner aborts on the same signal; racing it here too means no action that
+          // ignores its signal can keep this job from stopping.
+          outcome = await untilAborted(abort.signal, resources.run(s, {
+            planId: rec.id, requester: rec.requester, outputs: exec.outputs, snapshots: deps.snapshots, signal: abort.signal,
             progress: (text) => {
               void deps.approvals.setExtra(rec.id, { progress: `${label} — ${text}` })
                 .then(() => updateMessage(rec.id, exec.states)).catch(() => undefined);
               void io.progress(`  … ${text}`).catch(() => undefined);
             },
             verify: async () => verifyCluster(cluster),
-          });
-          if (leaseLost) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name} during ${label}`);
+          }));
+          if (abort.signal.aborted) throw abortReason(abort.signal);
         } catch (e) {
+          // Whatever ended the step, nothing of it may act from here on.
+          if (!abort.signal.aborted) abort.abort(isMedicError(e) ? e : new MedicError('CANCELLED', `the step failed: ${describeError(e)}`));
+          await resources.close().catch(() => undefined);
           const durationMs = Date.now() - started;
           const cmds = resources.takeCommands();
-          await audit('step.failed', cluster.name, rec.id, 'bot', {
-            step: s.action, index: i + 1, total: steps.length, node: s.node, durationMs, error: describeError(e),
+          const err = abort.signal.aborted && isMedicError(abort.signal.reason) && ['LEASE_LOST', 'SHUTDOWN'].includes(abort.signal.reason.code) ? abort.signal.reason : e;
+          const failed = {
+            step: s.action, index: i + 1, total: steps.length, node: s.node, durationMs, error: describeError(err),
             command: cmds.length ? cmds[cmds.length - 1].command : undefined,
             exitCode: cmds.length ? cmds[cmds.length - 1].exit ?? undefined : undefined,
             commands: cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output })),
-          }).catch(() => undefined);
-          exec.states[i] = `failed (${secs(durationMs)})`;
-          if (!leaseLost) await checkpoint(exec).catch(() => undefined);
-          throw Object.assign(e instanceof Error ? e : new Error(String(e)), { failedStep: label, doneSteps: i });
+          };
+          // Without the lease, Redis may be what failed: don't wait on it to let go.
+          if (keep.lost) recordLater('step.failed', cluster.name, rec.id, failed);
+          else await audit('step.failed', cluster.name, rec.id, 'bot', failed).catch(() => undefined);
+          exec.states[i] = `${isMedicError(err) && err.code === 'SHUTDOWN' ? 'interrupted' : 'failed'} (${secs(durationMs)})`;
+          throw Object.assign(err instanceof Error ? err : new Error(String(err)), { failedStep: label, doneSteps: i });
         }
         const durationMs = Date.now() - started;
         const cmds = resources.takeCommands();
@@ -475,6 +506,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         thread(line + commandLines(cmds));
         await io.progress(line).catch(() => undefined);
       }
+      keep.stop();
       await deps.approvals.transition(rec.id, ['running'], 'succeeded');
       await resources.close().catch(() => undefined);
       const report = await finalReport(cluster, title, 'ok', `done: all ${steps.length} steps ran.`);
@@ -483,16 +515,30 @@ export function createWorkflow(deps: WorkflowDeps) {
       await updateMessage(rec.id, exec.states, true);
       return report;
     } catch (e) {
+      keep.stop();
       const failedStep = (e as { failedStep?: string }).failedStep;
       const doneSteps = (e as { doneSteps?: number }).doneSteps ?? exec.cursor;
       // Stop acting on the cluster before describing it: a timed-out step may still be in flight.
+      if (!abort.signal.aborted) abort.abort(new MedicError('CANCELLED', 'the job stopped'));
       await resources?.close().catch(() => undefined);
-      if (leaseLost || (isMedicError(e) && e.code === 'LEASE_LOST')) {
-        // Another worker holds the cluster now (this one was presumed dead): it owns the
-        // plan's status and thread from here.
-        await audit('job.lease-lost', cluster.name, rec.id, 'bot', { worker: jobId, step: failedStep }).catch(() => undefined);
+      const code = isMedicError(e) ? e.code : undefined;
+      if (keep.lost || code === 'LEASE_LOST' || code === 'FENCED') {
+        // Another worker holds (or may take) the cluster now: it owns the plan's status and
+        // thread from here. The record is kept even while Redis is unreachable.
+        recordLater('job.lease-lost', cluster.name, rec.id, { worker: jobId, step: failedStep, token: lease.token, reason: keep.lost ?? describeError(e) });
+        // Its BullMQ job lock lapsed with the same Redis: the stalled check gives the job to a
+        // worker that waits for this lease to lapse, then resumes at the unfinished step.
         return errorReport(title, `this worker lost the lock on ${cluster.name}${failedStep ? ` at ${failedStep}` : ''}; another worker carries the plan on`);
       }
+      if (code === 'SHUTDOWN') {
+        // Nothing is wrong with the plan: save where it is and let another worker resume it.
+        exec.handedOver = `was shut down${failedStep ? ` during ${failedStep}` : ''}`;
+        await checkpoint(exec);
+        await audit('job.handed-over', cluster.name, rec.id, 'bot', { worker: jobId, atStep: doneSteps + 1, interrupted: failedStep, token: lease.token }).catch(() => undefined);
+        thread(`This worker is shutting down: handed over at step ${doneSteps + 1}/${rec.plan.steps.length}${failedStep ? ' (the step in flight was interrupted and runs again, checking before it acts)' : ''}; another worker resumes it.`);
+        throw Object.assign(new MedicError('SHUTDOWN', `plan ${rec.id} handed over at step ${doneSteps + 1}`), { handOver: true });
+      }
+      if (!keep.lost) await checkpoint(exec).catch(() => undefined);
       await deps.approvals.transition(rec.id, ['running'], 'failed').catch(() => undefined);
       await audit('job.failed', cluster.name, rec.id, 'bot', { step: failedStep, error: describeError(e) }).catch(() => undefined);
       const report = await finalReport(cluster, title, 'critical',
@@ -501,11 +547,42 @@ export function createWorkflow(deps: WorkflowDeps) {
       await updateMessage(rec.id, exec.states, true).catch(() => undefined);
       return report;
     } finally {
-      clearInterval(renew);
+      keep.stop();
+      running.delete(active);
       await resources?.close().catch(() => undefined);
-      if (!leaseLost) await lease.release().catch(() => undefined);
+      if (!keep.lost) await lease.release().catch(() => undefined);
       await flushPosts();
     }
+  }
+
+  /**
+   * An audit event that must not be lost while Redis is unreachable (a lost lease): tried
+   * now, then again every few seconds for a bounded time; always logged.
+   */
+  function recordLater(type: string, cluster: string, planId: string, data: Record<string, unknown>) {
+    const event = { ...data, at: now().toISOString() };
+    deps.log?.(type, { cluster, plan: planId, ...event });
+    const until = Date.now() + 10 * 60_000;
+    const attempt = () => {
+      void withDeadline(audit(type, cluster, planId, 'bot', event), 5000).catch(() => {
+        if (Date.now() < until) setTimeout(attempt, 2000).unref();
+        else deps.log?.('audit record dropped after 10 min of retries', { type, cluster, plan: planId });
+      });
+    };
+    attempt();
+  }
+
+  /**
+   * Shutdown (SIGTERM): no new step starts; a running plan is checkpointed and handed over
+   * at its next step boundary. A step still running after `graceMs` is aborted (it runs
+   * again on the worker that resumes the plan; every step checks before it acts).
+   */
+  function shutdown(graceMs: number): void {
+    draining = true;
+    if (!running.size) return;
+    setTimeout(() => {
+      for (const r of running) r.abort.abort(new MedicError('SHUTDOWN', `this worker is shutting down: the step in flight was interrupted after ${graceMs / 1000} s of grace`));
+    }, graceMs).unref();
   }
 
   /**
@@ -576,7 +653,7 @@ export function createWorkflow(deps: WorkflowDeps) {
     lastUpdate.set(planId, { at: last.at, timer });
   }
 
-  return { planJob, decide, executeJob, startExecution };
+  return { planJob, decide, executeJob, startExecution, shutdown };
 }
 
 export type Workflow = ReturnType<typeof createWorkflow>;
@@ -608,6 +685,16 @@ export type { PlanView };
 /** The largest of uint64 revisions given as decimal strings. */
 export function maxRevision(revisions: string[]): string {
   return revisions.filter((r) => /^\d+$/.test(r)).reduce((a, b) => (BigInt(b) > BigInt(a) ? b : a), '0');
+}
+
+/** `p`, or the signal's reason as soon as it aborts (what `p` does afterwards is ignored). */
+function untilAborted<T>(signal: AbortSignal, p: Promise<T>): Promise<T> {
+  if (signal.aborted) return Promise.reject(abortReason(signal));
+  let onAbort: (() => void) | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => { onAbort = () => reject(abortReason(signal)); signal.addEventListener('abort', onAbort, { once: true }); }),
+  ]).finally(() => signal.removeEventListener('abort', onAbort!));
 }
 
 function withDeadline<T>(p: Promise<T>, ms: number, what = 'waiting'): Promise<T> {

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { posix } from 'node:path';
 import { Client, ClientChannel, SFTPWrapper } from 'ssh2';
-import { isMedicError, MedicError } from '../engine/errors';
+import { abortReason, isMedicError, MedicError } from '../engine/errors';
 import { isRemoteCommand, RemoteCommand, sh, shq } from './shell';
 
 /** Where and as whom to connect, and which host key to trust. */
@@ -42,6 +42,11 @@ export interface ExecOptions {
   stdin?: string | Buffer;
   /** @defaultValue the pool's maxOutputBytes */
   maxOutputBytes?: number;
+  /**
+   * Aborts the command: refused before it starts (also after waiting for a channel slot),
+   * killed if it runs. The remote `timeout -k` is the backstop on the node.
+   */
+  signal?: AbortSignal;
 }
 
 export interface ExecResult {
@@ -258,8 +263,10 @@ class SessionImpl implements SshSession {
     if (!isRemoteCommand(cmd)) throw new MedicError('INTERNAL', 'exec takes only commands built with sh`...`');
     if (this.closed) throw new MedicError('SSH_UNREACHABLE', `${label(this.target)}: connection closed`, true);
     const timeoutMs = o.timeoutMs ?? this.target.commandTimeoutMs ?? this.opts.commandTimeoutMs;
+    throwIfAborted(o.signal, this.target);
     await this.slots.acquire();
     try {
+      throwIfAborted(o.signal, this.target);
       return await this.runChannel(cmd, timeoutMs, o);
     } finally {
       this.slots.release();
@@ -288,8 +295,17 @@ class SessionImpl implements SshSession {
         done = true;
         clearTimeout(timer);
         this.lost.delete(onLost);
+        o.signal?.removeEventListener('abort', onAbort);
         f();
       };
+      const onAbort = () => finish(() => {
+        if (channel) {
+          try { channel.signal('KILL'); } catch { /* best effort; `timeout` still fires */ }
+          channel.close();
+        }
+        reject(abortReason(o.signal!, `${label(this.target)}: command aborted`));
+      });
+      o.signal?.addEventListener('abort', onAbort, { once: true });
       const onLost = (e: MedicError) => finish(() => reject(e));
       this.lost.add(onLost);
       // Local deadline: the remote `timeout` should have answered well before this.
@@ -514,6 +530,10 @@ function sftpCall<T = void>(start: (cb: (err: Error | undefined | null, v?: T) =
 }
 
 /** Ends an SFTP session and waits (bounded) for its channel to close, so its slot is really free. */
+function throwIfAborted(signal: AbortSignal | undefined, target: SshTarget): void {
+  if (signal?.aborted) throw abortReason(signal, `${label(target)}: command not run, the step was aborted`);
+}
+
 async function endSftp(sftp: SFTPWrapper | undefined): Promise<void> {
   if (!sftp) return;
   const closed = new Promise<void>((res) => sftp.once('close', () => res()));

@@ -23,6 +23,8 @@ export interface Lease {
   renew(): Promise<boolean>;
   /** Records progress shown to whoever finds the cluster busy; false when the lease was lost. */
   update(progress: string): Promise<boolean>;
+  /** True while this lease is the cluster's current one (the fencing check before an etcd change). */
+  isCurrent(): Promise<boolean>;
   release(): Promise<void>;
 }
 
@@ -95,6 +97,10 @@ export function createClusterLocks(redis: Redis, leaseMs = 60000): ClusterLocks 
           const ok = (await redis.eval(UPDATE, 1, key(cluster), String(token), String(leaseMs), progress)) === 1;
           if (ok) lease.holder = { ...lease.holder, progress };
           return ok;
+        },
+        isCurrent: async () => {
+          const v = await redis.get(key(cluster));
+          return !!v && parse(v).token === token;
         },
         release: async () => { await redis.eval(RELEASE, 1, key(cluster), String(token)); },
       };

@@ -1,4 +1,4 @@
-import { Worker } from 'bullmq';
+import { WaitingError, Worker } from 'bullmq';
 import type { JobRunner } from '../engine/runner';
 import type { Workflow } from '../engine/workflow';
 import type { Notifier, JobRequest, Origin } from '../engine/types';
@@ -38,7 +38,7 @@ export function createJobWorker(opts: JobWorkerOptions): JobWorker {
   const connection = workerConnection(opts.redisUrl);
   const worker = new Worker<JobRequest, Report>(
     opts.name ?? DEFAULT_QUEUE,
-    async (job) => {
+    async (job, token) => {
       const jobId = job.id ?? '?';
       const phase = job.data.phase ?? 'run';
       if (phase !== 'run') {
@@ -51,6 +51,14 @@ export function createJobWorker(opts: JobWorkerOptions): JobWorker {
             progress: async (text) => { await job.updateProgress({ text, at: Date.now() }).catch(() => undefined); },
           });
         } catch (e) {
+          if ((e as { handOver?: boolean }).handOver) {
+            // Shutdown or a lost lease: the plan is checkpointed and still 'running'. Put the
+            // job back at once for another worker (after a lost lease it waits for the lease
+            // to lapse). If Redis can't take it now, the stalled check returns it later.
+            opts.log?.('job handed over', { jobId, reason: describeError(e) });
+            await job.moveToWait(token);
+            throw new WaitingError();
+          }
           // The workflow could not post (bot not in the channel, Slack down): tell the
           // requester the ordinary way, which falls back to the command's response_url.
           const report = errorReport(`etcd ${job.data.command} — ${job.data.cluster ?? '?'}`, `${phase} failed: ${describeError(e)}`);
