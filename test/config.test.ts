@@ -56,4 +56,22 @@ describe('clusters.yaml', () => {
   it('refuses invalid YAML with a clear message', () => {
     expect(errorOf('clusters: [')).toContain('not valid YAML');
   });
+  it('refuses "*" among the destructive approvers, naming the field and why', () => {
+    for (const approvers of [['*'], ['U0LEAD1', '*']]) {
+      const msg = errorOf(withChange((r) => { r.clusters[0].access.destructive.approvers = approvers; }));
+      expect(msg).toBe('clusters.yaml: clusters[0](prod-eu1).access.destructive.approvers: "*" would let anyone approve destructive plans: list user ids, user groups or console:<name>');
+    }
+    // Mutating plans and who may ask stay open to "*".
+    const open = parseConfig(withChange((r) => {
+      r.clusters[0].access.mutating.approvers = ['*'];
+      r.clusters[0].access.destructive.requesters = ['*'];
+    }));
+    expect(open.clusters[0].access.mutating.approvers).toEqual(['*']);
+    expect(open.clusters[0].access.destructive.approvers).toEqual(['U0LEAD1', 'U0LEAD2']);
+  });
+
+  it('accepts destructive approvers that name people, groups and console users', () => {
+    const cfg = parseConfig(withChange((r) => { r.clusters[0].access.destructive.approvers = ['U0LEAD1', 'S0SRE', 'console:bob']; }));
+    expect(cfg.clusters[0].access.destructive.approvers).toEqual(['U0LEAD1', 'S0SRE', 'console:bob']);
+  });
 });

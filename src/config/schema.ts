@@ -85,7 +85,17 @@ export const clusterSchema = z.object({
   access: z.object({
     read: accessRule.default({}),
     mutating: accessRule.default({}),
-    destructive: accessRule.default({}),
+    // "*" here would let anyone in the channel approve a restore or a member removal: the
+    // second person a destructive plan needs must be someone the config names.
+    destructive: accessRule.superRefine((rule, ctx) => {
+      if (rule.approvers.includes('*')) {
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['approvers'],
+          message: '"*" would let anyone approve destructive plans: list user ids, user groups or console:<name>',
+        });
+      }
+    }).default({}),
     /** How long an approval request stays open. */
     approvalTtlMinutes: z.number().int().min(1).max(24 * 60).default(15),
   }).strict().default({}),
