@@ -6,9 +6,9 @@ import { createSlackApp, type LoggerLike, type SlackApp } from '../src/adapters/
 import { renderReport } from '../src/adapters/slack/blocks';
 import { MedicError } from '../src/engine/errors';
 import type { Report } from '../src/engine/report';
-import type { EngineApi, Invocation, JobRequest, Prepared, Submitted } from '../src/engine/types';
+import type { Decision, DecisionResult, EngineApi, Invocation, JobRequest, Prepared, Submitted } from '../src/engine/types';
 import { FakeSlack } from './support/fake-slack';
-import { signedSlashCommand, type SlashCommandFields } from './support/slack-sign';
+import { blockActionsPayload, signedInteraction, signedSlashCommand, type SlashCommandFields } from './support/slack-sign';
 
 const SIGNING_SECRET = 'test-signing-secret';
 
@@ -16,7 +16,17 @@ const SIGNING_SECRET = 'test-signing-secret';
 class FakeEngine implements EngineApi {
   readonly prepared: Invocation[] = [];
   readonly enqueued: JobRequest[] = [];
+  readonly decided: Decision[] = [];
   enqueueError?: unknown;
+
+  /** Refuses another workspace's click as the workflow does (both teams known and different). */
+  async decide(d: Decision): Promise<DecisionResult> {
+    this.decided.push(d);
+    if (d.origin.adapter === 'slack' && d.origin.team && d.origin.team !== 'T0MEDIC01') {
+      return { ok: false, text: `:no_entry: plan ${d.planId} belongs to another workspace. Nothing changed.` };
+    }
+    return { ok: true, text: `you approved plan ${d.planId}: it runs now` };
+  }
 
   prepare(inv: Invocation): Prepared {
     this.prepared.push(inv);
@@ -113,6 +123,7 @@ describe('Slack adapter', () => {
   beforeEach(() => {
     engine.prepared.length = 0;
     engine.enqueued.length = 0;
+    engine.decided.length = 0;
     engine.enqueueError = undefined;
   });
 
@@ -207,6 +218,49 @@ describe('Slack adapter', () => {
     const next = await signedSlashCommand(command('status lab'));
     expect(next.status).toBe(200);
     await until(() => engine.enqueued.length === 1);
+  });
+
+  describe('plan buttons', () => {
+    let clicks = 0;
+    /** A signed Approve click; resolves with the private answer (through the click's response_url). */
+    const click = async (o: { teamId?: string; userTeamId?: string | null } = {}) => {
+      const id = `click${++clicks}`;
+      const res = await signedInteraction({
+        url, signingSecret: SIGNING_SECRET,
+        payload: blockActionsPayload({
+          actionId: 'medic_approve', value: '17', userId: 'U0BOB', channelId: 'C0INCIDENT',
+          teamId: o.teamId ?? 'T0MEDIC01', userTeamId: o.userTeamId, responseUrl: fake.responseUrl(id),
+        }),
+      });
+      expect(res.status).toBe(200);
+      return fake.waitFor((f) => f.responses.find((r) => r.id === id));
+    };
+
+    it('decides as the clicking user, with their own workspace (user.team_id)', async () => {
+      const reply = await click();
+      expect(reply.text).toBe('you approved plan 17: it runs now');
+      expect(engine.decided).toEqual([expect.objectContaining({
+        action: 'approve', planId: '17',
+        origin: { adapter: 'slack', channel: 'C0INCIDENT', user: 'U0BOB', team: 'T0MEDIC01' },
+      })]);
+    });
+
+    it('takes the team from user.team_id, not from the workspace the click came through', async () => {
+      // A Slack Connect guest: the payload's team is the host, the user belongs elsewhere.
+      const reply = await click({ teamId: 'T0MEDIC01', userTeamId: 'T0OTHER01' });
+      expect(engine.decided[0].origin).toMatchObject({ team: 'T0OTHER01' });
+      expect(reply.text).toContain('belongs to another workspace');
+    });
+
+    it.each([
+      ['missing', null],
+      ['malformed', 'x;rm'],
+    ])('refuses a click whose user.team_id is %s, privately, and decides nothing', async (_what, userTeamId) => {
+      const reply = await click({ userTeamId });
+      expect(reply).toMatchObject({ status: 200, response_type: 'ephemeral' });
+      expect(reply.text).toMatch(/your approve of plan 17 was refused: Slack did not say which workspace you belong to \(user\.team_id\).*Nothing changed/);
+      expect(engine.decided).toHaveLength(0);
+    });
   });
 
   describe('notifier', () => {

@@ -54,20 +54,30 @@ export function signedInteraction(opts: SignOptions & { payload: Record<string, 
   return signedPost(opts, new URLSearchParams({ payload: JSON.stringify(opts.payload) }).toString());
 }
 
-/** A minimal `block_actions` payload for one button click. */
+/**
+ * A minimal `block_actions` payload for one button click, shaped as Slack sends it:
+ * `user: {id, username, name, team_id}` (the clicking user's own workspace) and
+ * `team: {id, domain}` (the workspace the click came through).
+ */
 export function blockActionsPayload(p: {
   actionId: string;
   value: string;
   userId: string;
   channelId: string;
   teamId: string;
+  /**
+   * The clicking user's workspace (user.team_id): another one for a Slack Connect guest;
+   * null leaves it out. @defaultValue teamId
+   */
+  userTeamId?: string | null;
   responseUrl: string;
   messageTs?: string;
   blockId?: string;
 }): Record<string, unknown> {
+  const userTeam = p.userTeamId === undefined ? p.teamId : p.userTeamId;
   return {
     type: 'block_actions',
-    user: { id: p.userId, username: 'alice', name: 'alice', team_id: p.teamId },
+    user: { id: p.userId, username: 'alice', name: 'alice', ...(userTeam === null ? {} : { team_id: userTeam }) },
     api_app_id: 'A0MEDIC01',
     token: 'deprecated-verification-token',
     container: { type: 'message', message_ts: p.messageTs ?? '1700000000.000100', channel_id: p.channelId, is_ephemeral: false },

@@ -230,6 +230,9 @@ export function createCommandListener(engine: EngineApi, groups?: GroupResolver)
 
 type ActionArgs = SlackActionMiddlewareArgs<BlockAction> & AllMiddlewareArgs;
 
+/** A Slack workspace id (T…) or, for org-wide installs, an Enterprise Grid org id (E…). */
+const SLACK_TEAM_ID = /^[TE][A-Z0-9]{2,20}$/;
+
 /**
  * Approve / Reject / Cancel on a plan message. Bolt has verified the signature and the
  * timestamp; the engine checks the rest (who, which channel, which message, expiry).
@@ -251,7 +254,16 @@ export function createPlanActionListener(engine: EngineApi, groups?: GroupResolv
       await say(':x: this button is not one of etcd-medic\'s plan buttons: nothing changed');
       return;
     }
-    const origin: Origin = { adapter: 'slack', channel: body.channel.id, user: body.user.id, team: body.team?.id ?? undefined };
+    // The clicking user's own workspace, not the one the payload came through: in a shared
+    // channel (Slack Connect) members of other workspaces see the same buttons, and only
+    // the plan's own workspace may decide (the engine compares it with the plan's team).
+    const team = body.user.team_id;
+    if (!team || !SLACK_TEAM_ID.test(team)) {
+      logger.warn(`${kind} of plan ${planId} by ${body.user.id}: refused, the click carried ${team ? `a malformed user.team_id ${JSON.stringify(team.slice(0, 40))}` : 'no user.team_id'}`);
+      await say(`:no_entry: your ${kind} of plan ${planId} was refused: Slack did not say which workspace you belong to (user.team_id), so the bot can't check you are in the plan's workspace. Nothing changed. Use /etcd ${kind} ${planId} in the plan's channel instead.`);
+      return;
+    }
+    const origin: Origin = { adapter: 'slack', channel: body.channel.id, user: body.user.id, team };
     const inGroups = groups ? await groups.groupsOf(body.user.id) : [];
     if (inGroups.length) origin.groups = inGroups;
     const message = body.message?.ts ? { channel: body.channel.id, ts: body.message.ts } : undefined;
