@@ -25,6 +25,7 @@ describe('queue priority', () => {
     await worker?.close();
     conn?.disconnect();
     worker = undefined;
+    conn = undefined;
     await queue.queue.obliterate({ force: true });
     await queue.close();
   });
