@@ -436,7 +436,8 @@ EOF
     access:
       read: { requesters: ['*'] }
       mutating: { requesters: ['*'], approvers: ['*'] }
-      destructive: { requesters: ['*'], approvers: ['*'] }
+      # '*' is refused for destructive approvals: the quickstart's console users and the tests' Slack users
+      destructive: { requesters: ['*'], approvers: ['console:root', 'console:alice', 'console:bob', 'U0BOB', 'U0CAROL', 'U0ONCALL', 'U0LEAD', 'U0LEAD1', 'U0LEAD2', 'U0SRE1'] }
     nodes:
 EOF
       for n in "${NODES[@]}"; do

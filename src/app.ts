@@ -12,6 +12,7 @@ import { createSlackApp, createSlackWebNotifier } from './adapters/slack/app';
 import type { Logger } from './log';
 import IORedis, { Redis } from 'ioredis';
 import { createAuditLog, AuditLog } from './audit/audit-log';
+import { createAnchorSink, formatAnchor } from './audit/anchor';
 import { createApprovalStore } from './engine/approvals';
 import { createClusterLocks } from './locks/cluster-lock';
 import { createWorkflow, ExecutionResources, maxRevision } from './engine/workflow';
@@ -45,8 +46,11 @@ export interface MedicOptions {
   lockDurationMs?: number;
   /** The bot's snapshot store. @defaultValue '/var/lib/etcd-medic/snapshots' */
   snapshotDir?: string;
-  /** Audit log key in Redis and optional HMAC key. @defaultValue { key: 'etcd-medic:audit' } */
-  audit?: { key: string; hmacKey?: Buffer };
+  /**
+   * Audit log key in Redis, optional HMAC key, and the append-only file where the signed
+   * chain head is written with each plan's final report. @defaultValue { key: 'etcd-medic:audit' }
+   */
+  audit?: { key: string; hmacKey?: Buffer; anchorFile?: string };
   /** Lease of the per-cluster lock; a crashed job's lock frees itself after it. @defaultValue 30000 */
   clusterLeaseMs?: number;
   /** Prefix of plan ids (the console's queue numbers its jobs apart from Slack's). @defaultValue '' */
@@ -97,6 +101,13 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   });
   state.on('error', () => undefined);
   const audit = createAuditLog(state, opts.audit ?? {});
+  const anchorSink = opts.audit?.anchorFile ? createAnchorSink(opts.audit.anchorFile) : undefined;
+  // The chain head, signed, kept in the anchor file and posted with each plan's final report.
+  const anchor = async () => {
+    const a = await audit.anchor();
+    await anchorSink?.append(a).catch((e: unknown) => opts.log.warn({ error: String(e), anchor: formatAnchor(a) }, 'could not write the audit anchor file'));
+    return `\`${formatAnchor(a)}\``;
+  };
   const approvals = createApprovalStore(state);
   const locks = createClusterLocks(state, opts.clusterLeaseMs ?? 30000);
   const surfaces: Partial<Record<'slack' | 'console', ChatSurface>> = {};
@@ -117,6 +128,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
       return { run: (step, ctx) => runAction(step, { ...ctx, res }), takeCommands: () => res.takeCommands(), close: () => res.close() };
     } : undefined,
     log: (msg, extra) => opts.log.warn(extra ?? {}, msg),
+    anchor,
   });
   const engine = new Engine({ config: opts.config, commands, queue, decide: (d) => workflow.decide(d) });
   const notifiers: Partial<Record<'slack' | 'console', Notifier>> = {};

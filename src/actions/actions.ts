@@ -4,7 +4,8 @@
  * work done and reports 'skipped' instead of doing it twice.
  */
 import type { NodeConfig } from '../config/schema';
-import { abortReason, describeError, isMedicError, MedicError } from '../engine/errors';
+import { abortableSleep, abortReason, untilAborted } from '../engine/abort';
+import { describeError, isMedicError, MedicError } from '../engine/errors';
 import type { ActionName, StepSpec } from '../engine/plan';
 import type { MemberInfo } from '../exec/types';
 import { hostOf } from '../engine/status-summary';
@@ -88,15 +89,6 @@ export type Action = (step: StepSpec, ctx: ActionContext) => Promise<StepOutcome
 
 const sleepOf = (ctx: ActionContext) => ctx.sleep ?? ((ms: number) => abortableSleep(ms, ctx.signal));
 
-/** Sleeps `ms`, or rejects with the signal's reason as soon as it aborts. */
-export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(abortReason(signal));
-    const onAbort = () => { clearTimeout(timer); reject(abortReason(signal!)); };
-    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 
 function str(step: StepSpec, name: string): string {
@@ -371,19 +363,10 @@ export async function runAction(step: StepSpec, ctx: ActionContext): Promise<Ste
   const timer = setTimeout(() => timeout.abort(new MedicError('TIMEOUT', `${step.action}${step.node ? ` on ${step.node}` : ''}: no result within ${timeoutMs / 1000} s`)), timeoutMs);
   const signal = ctx.signal ? AbortSignal.any([ctx.signal, timeout.signal]) : timeout.signal;
   ctx.res.beginStep(signal);
-  let onAbort: (() => void) | undefined;
   try {
-    if (signal.aborted) throw abortReason(signal);
-    return await Promise.race([
-      action(step, { ...ctx, signal }),
-      new Promise<never>((_, reject) => {
-        onAbort = () => reject(abortReason(signal));
-        signal.addEventListener('abort', onAbort, { once: true });
-      }),
-    ]);
+    return await untilAborted(signal, action(step, { ...ctx, signal }));
   } finally {
     clearTimeout(timer);
-    if (onAbort) signal.removeEventListener('abort', onAbort);
   }
 }
 

@@ -5,7 +5,8 @@
  */
 import type { ClusterConfig, NodeConfig } from '../config/schema';
 import { posix } from 'node:path';
-import { abortReason, describeError, MedicError } from '../engine/errors';
+import { abortReason } from '../engine/abort';
+import { describeError, MedicError } from '../engine/errors';
 import type { EtcdMemberClient } from '../exec/etcd-client';
 import { createTlsSource, memberClientThrough, sshTargetFor } from '../exec/probe';
 import { RemoteCommand, sh } from '../exec/shell';

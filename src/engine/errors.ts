@@ -59,9 +59,3 @@ export function describeError(e: unknown): string {
   return String(e);
 }
 
-/** What an aborted operation reports: the abort's own MedicError (timeout, lost lease, shutdown), else CANCELLED. */
-export function abortReason(signal: AbortSignal, what = 'aborted'): MedicError {
-  const r: unknown = signal.reason;
-  if (isMedicError(r)) return r;
-  return new MedicError('CANCELLED', `${what}: ${r instanceof Error ? r.message : String(r ?? 'no reason given')}`);
-}

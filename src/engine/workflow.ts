@@ -4,6 +4,7 @@
  * a worker under the cluster's lock, one checkpointed step at a time. Every event goes to
  * the audit log and to the plan's thread.
  */
+import { hostname } from 'node:os';
 import type { AuditLog } from '../audit/audit-log';
 import type { ClusterConfig, MedicConfig } from '../config/schema';
 import type { ClusterSnapshot } from '../exec/types';
@@ -11,7 +12,8 @@ import type { ClusterLocks, Lease } from '../locks/cluster-lock';
 import { keepAlive } from '../locks/keep-alive';
 import type { ApprovalStore, PlanRecord, PlanView } from './approvals';
 import type { CommandDef } from './command';
-import { abortReason, describeError, isMedicError, MedicError } from './errors';
+import { abortableSleep, abortReason, untilAborted } from './abort';
+import { describeError, isMedicError, MedicError } from './errors';
 import { basisOf, canonicalJson, Plan, planDiff, planHash } from './plan';
 import { planReport } from './plan-report';
 import { matches } from './policy';
@@ -43,6 +45,13 @@ export interface WorkflowDeps {
   surfaces: Partial<Record<Origin['adapter'], ChatSurface>>;
   /** Opens SSH/etcd resources for one execution, fenced by its lease. */
   openResources?(cluster: ClusterConfig, planId: string, fence: Fence): ExecutionResources;
+  /**
+   * Signs the audit chain's head and keeps it outside Redis (the anchor file); returns the
+   * line posted with each plan's final report. @defaultValue none: no anchor is posted
+   */
+  anchor?(): Promise<string>;
+  /** Names this worker in the audit trail (which process ran which steps). @defaultValue `<hostname>:<pid>` */
+  workerId?: string;
   /** Where events go that can't wait for Redis (a lost lease). */
   log?: (msg: string, extra?: Record<string, unknown>) => void;
   snapshots?: ActionContext['snapshots'];
@@ -58,6 +67,18 @@ export interface WorkflowDeps {
   queueName?: string;
 }
 
+/** Tries of one step when it fails for a transient reason (connection lost, member unavailable). */
+const STEP_ATTEMPTS = 3;
+
+/**
+ * Failures worth running the same step again for: the error says so (a connection that
+ * dropped, a member that didn't answer), and it is not the step's own timeout, a refusal,
+ * or this worker losing its right to act.
+ */
+function isTransient(e: unknown): boolean {
+  return isMedicError(e) && e.retryable && !['TIMEOUT', 'UNSAFE', 'LEASE_LOST', 'FENCED', 'SHUTDOWN', 'CANCELLED'].includes(e.code);
+}
+
 /** What the worker hands an execution: checkpointing and progress for the console. */
 export interface JobIo {
   checkpoint(exec: ExecCheckpoint): Promise<void>;
@@ -68,6 +89,7 @@ const noSurface: ChatSurface = { post: async () => undefined, update: async () =
 
 export function createWorkflow(deps: WorkflowDeps) {
   let draining = false;
+  const workerId = deps.workerId ?? `${hostname()}:${process.pid}`;
   const running = new Set<{ abort: AbortController }>();
   const now = () => (deps.now ?? (() => new Date()))();
   const surface = (o: Origin) => {
@@ -420,13 +442,13 @@ export function createWorkflow(deps: WorkflowDeps) {
         }
         exec.startedAt = now().toISOString();
         await checkpoint(exec);
-        await audit('job.started', cluster.name, rec.id, 'bot', { executeJob: jobId, approvals: rec.approvals, hash: rec.hash, token: lease.token });
+        await audit('job.started', cluster.name, rec.id, 'bot', { executeJob: jobId, approvals: rec.approvals, hash: rec.hash, token: lease.token, worker: workerId });
       } else {
         exec.resumes += 1;
         const why = exec.handedOver;
         exec.handedOver = undefined;
         await checkpoint(exec);
-        await audit('job.resumed', cluster.name, rec.id, 'bot', { worker: jobId, fromStep: exec.cursor + 1, total: rec.plan.steps.length, resumes: exec.resumes, token: lease.token, handedOver: why });
+        await audit('job.resumed', cluster.name, rec.id, 'bot', { worker: workerId, executeJob: jobId, fromStep: exec.cursor + 1, total: rec.plan.steps.length, resumes: exec.resumes, token: lease.token, handedOver: why });
         thread(`Resumed by another worker at step ${exec.cursor + 1}/${rec.plan.steps.length} (${why ? `the previous worker ${why}` : 'the previous worker stopped mid-job'}). Each step checks before it acts.`);
       }
       if (!deps.openResources) throw new MedicError('INTERNAL', 'this worker has no SSH key: it cannot run plans');
@@ -440,7 +462,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         if (await deps.approvals.stopIfCancelled(rec.id)) {
           await audit('job.cancelled', cluster.name, rec.id, 'bot', { atStep: i + 1, done: exec.states });
           await resources.close().catch(() => undefined);
-          const report = await finalReport(cluster, title, 'warn', `cancelled before ${label}; ${done(i)}, the rest did not. The cluster is as shown below.`);
+          const report = await anchored(await finalReport(cluster, title, 'warn', `cancelled before ${label}; ${done(i)}, the rest did not. The cluster is as shown below.`));
           thread(report);
           await updateMessage(rec.id, exec.states, true);
           return report;
@@ -455,20 +477,39 @@ export function createWorkflow(deps: WorkflowDeps) {
         await io.progress(`▶ ${label} — ${s.describe}`);
         void updateMessage(rec.id, exec.states).catch(() => undefined);
         const started = Date.now();
-        let outcome: StepOutcome;
+        let outcome!: StepOutcome;
+        const stepCtx = {
+          planId: rec.id, requester: rec.requester, outputs: exec.outputs, snapshots: deps.snapshots, signal: abort.signal,
+          progress: (text: string) => {
+            void deps.approvals.setExtra(rec.id, { progress: `${label} — ${text}` })
+              .then(() => updateMessage(rec.id, exec.states)).catch(() => undefined);
+            void io.progress(`  … ${text}`).catch(() => undefined);
+          },
+          verify: async () => verifyCluster(cluster),
+        };
         try {
-          // The runner aborts on the same signal; racing it here too means no action that
-          // ignores its signal can keep this job from stopping.
-          outcome = await untilAborted(abort.signal, resources.run(s, {
-            planId: rec.id, requester: rec.requester, outputs: exec.outputs, snapshots: deps.snapshots, signal: abort.signal,
-            progress: (text) => {
-              void deps.approvals.setExtra(rec.id, { progress: `${label} — ${text}` })
-                .then(() => updateMessage(rec.id, exec.states)).catch(() => undefined);
-              void io.progress(`  … ${text}`).catch(() => undefined);
-            },
-            verify: async () => verifyCluster(cluster),
-          }));
-          if (abort.signal.aborted) throw abortReason(abort.signal);
+          for (let attempt = 1; ; attempt++) {
+            try {
+              // The runner aborts on the same signal; racing it here too means no action that
+              // ignores its signal can keep this job from stopping.
+              outcome = await untilAborted(abort.signal, resources.run(s, stepCtx));
+              if (abort.signal.aborted) throw abortReason(abort.signal);
+              break;
+            } catch (e) {
+              if (abort.signal.aborted || attempt >= STEP_ATTEMPTS || !isTransient(e)) throw e;
+              // A dropped SSH connection or a member blinking: the step runs again on fresh
+              // connections once the old ones (and anything still running on them) are cut.
+              const cmds = resources.takeCommands();
+              await resources.close().catch(() => undefined);
+              await audit('step.retried', cluster.name, rec.id, 'bot', {
+                step: s.action, index: i + 1, total: steps.length, node: s.node, attempt, error: describeError(e),
+                commands: cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output })),
+              });
+              thread(`↻ ${label}: ${describeError(e)}. Trying again on fresh connections (attempt ${attempt + 1}/${STEP_ATTEMPTS}); the step checks before it acts.`);
+              await abortableSleep(1000 * attempt, abort.signal);
+              resources = deps.openResources(cluster, rec.id, fence);
+            }
+          }
         } catch (e) {
           // Whatever ended the step, nothing of it may act from here on.
           if (!abort.signal.aborted) abort.abort(isMedicError(e) ? e : new MedicError('CANCELLED', `the step failed: ${describeError(e)}`));
@@ -509,8 +550,9 @@ export function createWorkflow(deps: WorkflowDeps) {
       keep.stop();
       await deps.approvals.transition(rec.id, ['running'], 'succeeded');
       await resources.close().catch(() => undefined);
-      const report = await finalReport(cluster, title, 'ok', `done: all ${steps.length} steps ran.`);
-      await audit('job.succeeded', cluster.name, rec.id, 'bot', { verdict: report.verdict?.text, members: report.tables?.[0]?.rows });
+      const status = await finalReport(cluster, title, 'ok', `done: all ${steps.length} steps ran.`);
+      await audit('job.succeeded', cluster.name, rec.id, 'bot', { verdict: status.verdict?.text, members: status.tables?.[0]?.rows });
+      const report = await anchored(status);
       thread(report);
       await updateMessage(rec.id, exec.states, true);
       return report;
@@ -525,7 +567,7 @@ export function createWorkflow(deps: WorkflowDeps) {
       if (keep.lost || code === 'LEASE_LOST' || code === 'FENCED') {
         // Another worker holds (or may take) the cluster now: it owns the plan's status and
         // thread from here. The record is kept even while Redis is unreachable.
-        recordLater('job.lease-lost', cluster.name, rec.id, { worker: jobId, step: failedStep, token: lease.token, reason: keep.lost ?? describeError(e) });
+        recordLater('job.lease-lost', cluster.name, rec.id, { worker: workerId, step: failedStep, token: lease.token, reason: keep.lost ?? describeError(e) });
         // Its BullMQ job lock lapsed with the same Redis: the stalled check gives the job to a
         // worker that waits for this lease to lapse, then resumes at the unfinished step.
         return errorReport(title, `this worker lost the lock on ${cluster.name}${failedStep ? ` at ${failedStep}` : ''}; another worker carries the plan on`);
@@ -534,15 +576,15 @@ export function createWorkflow(deps: WorkflowDeps) {
         // Nothing is wrong with the plan: save where it is and let another worker resume it.
         exec.handedOver = `was shut down${failedStep ? ` during ${failedStep}` : ''}`;
         await checkpoint(exec);
-        await audit('job.handed-over', cluster.name, rec.id, 'bot', { worker: jobId, atStep: doneSteps + 1, interrupted: failedStep, token: lease.token }).catch(() => undefined);
+        await audit('job.handed-over', cluster.name, rec.id, 'bot', { worker: workerId, atStep: doneSteps + 1, interrupted: failedStep, token: lease.token }).catch(() => undefined);
         thread(`This worker is shutting down: handed over at step ${doneSteps + 1}/${rec.plan.steps.length}${failedStep ? ' (the step in flight was interrupted and runs again, checking before it acts)' : ''}; another worker resumes it.`);
         throw Object.assign(new MedicError('SHUTDOWN', `plan ${rec.id} handed over at step ${doneSteps + 1}`), { handOver: true });
       }
       if (!keep.lost) await checkpoint(exec).catch(() => undefined);
       await deps.approvals.transition(rec.id, ['running'], 'failed').catch(() => undefined);
       await audit('job.failed', cluster.name, rec.id, 'bot', { step: failedStep, error: describeError(e) }).catch(() => undefined);
-      const report = await finalReport(cluster, title, 'critical',
-        `failed${failedStep ? ` at ${failedStep}` : ''}: ${describeError(e)}. ${done(doneSteps)}; later steps did not run, and the cluster is as shown below. Fix the cause, then request again (each step checks before it acts).`);
+      const report = await anchored(await finalReport(cluster, title, 'critical',
+        `failed${failedStep ? ` at ${failedStep}` : ''}: ${describeError(e)}. ${done(doneSteps)}; later steps did not run, and the cluster is as shown below. Fix the cause, then request again (each step checks before it acts).`));
       thread(report);
       await updateMessage(rec.id, exec.states, true).catch(() => undefined);
       return report;
@@ -552,6 +594,22 @@ export function createWorkflow(deps: WorkflowDeps) {
       await resources?.close().catch(() => undefined);
       if (!keep.lost) await lease.release().catch(() => undefined);
       await flushPosts();
+    }
+  }
+
+  /**
+   * The plan's final report with the audit chain's signed head (taken after the plan's last
+   * event), so the thread holds an anchor that a later `audit verify --anchor` checks the
+   * log against. Never holds up or fails the report.
+   */
+  async function anchored(report: Report): Promise<Report> {
+    if (!deps.anchor) return report;
+    try {
+      const line = await withDeadline(deps.anchor(), 5000, 'signing the audit anchor');
+      return { ...report, notes: [...(report.notes ?? []), line] };
+    } catch (e) {
+      deps.log?.('could not anchor the audit log in the final report', { error: describeError(e) });
+      return report;
     }
   }
 
@@ -685,16 +743,6 @@ export type { PlanView };
 /** The largest of uint64 revisions given as decimal strings. */
 export function maxRevision(revisions: string[]): string {
   return revisions.filter((r) => /^\d+$/.test(r)).reduce((a, b) => (BigInt(b) > BigInt(a) ? b : a), '0');
-}
-
-/** `p`, or the signal's reason as soon as it aborts (what `p` does afterwards is ignored). */
-function untilAborted<T>(signal: AbortSignal, p: Promise<T>): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortReason(signal));
-  let onAbort: (() => void) | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => { onAbort = () => reject(abortReason(signal)); signal.addEventListener('abort', onAbort, { once: true }); }),
-  ]).finally(() => signal.removeEventListener('abort', onAbort!));
 }
 
 function withDeadline<T>(p: Promise<T>, ms: number, what = 'waiting'): Promise<T> {

@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { posix } from 'node:path';
 import { Client, ClientChannel, SFTPWrapper } from 'ssh2';
-import { abortReason, isMedicError, MedicError } from '../engine/errors';
+import { abortReason } from '../engine/abort';
+import { isMedicError, MedicError } from '../engine/errors';
 import { isRemoteCommand, RemoteCommand, sh, shq } from './shell';
 
 /** Where and as whom to connect, and which host key to trust. */
