@@ -1,14 +1,125 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import type { MedicConfig } from '../config/schema';
 import type { CommandDef } from './command';
-import { describeError, isMedicError, MedicError } from './errors';
+import { describeError, ErrorCode, isMedicError, MedicError } from './errors';
 import { parseInvocation } from './parse';
 import { checkRequest } from './policy';
-import type { Decision, DecisionResult, EngineApi, Invocation, JobRequest, Prepared, Submitted } from './types';
+import type { Decision, DecisionResult, EngineApi, Invocation, JobRequest, Origin, Prepared, Submitted } from './types';
 
 /** Whatever carries jobs to workers (BullMQ in production). */
 export interface JobSink {
   /** jobId: a custom id, so adding the same job twice queues it once. */
   add(job: JobRequest, opts?: { jobId?: string }): Promise<string>;
+}
+
+/** Whether one more request of a user may be queued now. */
+export type LimitVerdict =
+  | { ok: true }
+  /** `sent`: requests in the window counting this one (refused ones too); `retryInMs`: until one slot frees. */
+  | { ok: false; sent: number; limit: number; windowMs: number; retryInMs: number };
+
+/** Counts requests per user, shared by every web process. */
+export interface RequestLimiter {
+  /** Counts the request when it may go ahead. Never throws: a limiter that can't count lets it through. */
+  take(origin: Origin): Promise<LimitVerdict>;
+}
+
+export interface RequestLimitOptions {
+  /** Requests one user may have queued within `windowMs`. @defaultValue 20 */
+  limit?: number;
+  /** The sliding window. @defaultValue 60000 */
+  windowMs?: number;
+  /**
+   * Users never limited. The scheduler's snapshots are the bot's own work; console users
+   * are limited like Slack users (a script piped into the console floods Redis the same way).
+   * @defaultValue ['console:scheduler']
+   */
+  exempt?: readonly string[];
+  /** Key prefix; the processes of one bot must agree (the queue name does). @defaultValue 'etcd-medic' */
+  prefix?: string;
+  /**
+   * How long to wait for Redis before letting the request through: if Redis is down the
+   * queue says so ("nothing was queued"), and a slow counter must not block a repair.
+   * @defaultValue 1000
+   */
+  timeoutMs?: number;
+  /** Clock in ms. @defaultValue Redis's own TIME, the same for every process */
+  now?: () => number;
+}
+
+/**
+ * The code of a request refused by the limit. errors.ts (not this file's) does not list it
+ * yet: once ErrorCode has 'RATE_LIMITED', the cast goes.
+ */
+export const RATE_LIMITED = 'RATE_LIMITED' as string as ErrorCode;
+
+/** Refused requests remembered per user (only for the count in the message). */
+const REFUSED_KEPT = 1000;
+
+// Sliding window: KEYS[1] the user's accepted requests, KEYS[2] refused ones (scores: ms).
+// Only accepted requests use up the limit; refused ones are counted for the message.
+const TAKE = `
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+if n < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {1}
+end
+redis.call('ZADD', KEYS[2], now, ARGV[4])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[5]))
+redis.call('PEXPIRE', KEYS[2], window)
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, n + redis.call('ZCARD', KEYS[2]), math.max(0, tonumber(oldest[2]) + window - now)}`;
+
+/** The per-user request limit, counted in Redis (every web process shares it). */
+export function createRequestLimiter(redis: Redis, opts: RequestLimitOptions = {}): RequestLimiter {
+  const limit = opts.limit ?? 20;
+  const windowMs = opts.windowMs ?? 60000;
+  const exempt = new Set(opts.exempt ?? ['console:scheduler']);
+  const prefix = opts.prefix ?? 'etcd-medic';
+  const timeoutMs = opts.timeoutMs ?? 1000;
+  return {
+    async take(origin) {
+      // Not connected: don't wait for it; the queue gives the "Redis is down" answer.
+      if (exempt.has(origin.user) || redis.status !== 'ready') return { ok: true };
+      const key = `${prefix}:rate:${origin.adapter}:${origin.user}`;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const r = await Promise.race([
+          redis.eval(TAKE, 2, key, `${key}:refused`, opts.now ? String(opts.now()) : '', windowMs, limit, randomUUID(), REFUSED_KEPT) as Promise<number[]>,
+          new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('timeout')), timeoutMs); }),
+        ]);
+        if (r[0] === 1) return { ok: true };
+        return { ok: false, sent: Number(r[1]), limit, windowMs, retryInMs: Number(r[2]) };
+      } catch {
+        return { ok: true };
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+/** "the last minute", "the last 30 s", "the last 5 minutes". */
+function windowText(ms: number): string {
+  if (ms === 60000) return 'the last minute';
+  if (ms % 60000 === 0) return `the last ${ms / 60000} minutes`;
+  return `the last ${Math.round(ms / 1000)} s`;
+}
+
+export function rateLimitMessage(v: Extract<LimitVerdict, { ok: false }>): string {
+  return `you sent ${v.sent} requests in ${windowText(v.windowMs)}; the limit is ${v.limit}. `
+    + `Nothing was queued; try again in ${Math.max(1, Math.ceil(v.retryInMs / 1000))} s`;
 }
 
 export interface EngineOptions {
@@ -19,6 +130,11 @@ export interface EngineOptions {
   now?: () => Date;
   /** Approve/reject/cancel (the workflow); without it those commands say Redis is needed. */
   decide?: (d: Decision) => Promise<DecisionResult>;
+  /**
+   * Per-user limit on queued requests (createRequestLimiter). Decisions are never limited:
+   * a cancel must always get through. @defaultValue no limit
+   */
+  limiter?: RequestLimiter;
 }
 
 /**
@@ -55,7 +171,13 @@ export class Engine implements EngineApi {
     }
   }
 
+  /** Throws MedicError('RATE_LIMITED') when the requester is over the limit; nothing is queued then. */
   async enqueue(job: JobRequest): Promise<string> {
+    // Executions are the workflow's, queued after approval: never held back here.
+    if (this.opts.limiter && job.phase !== 'execute') {
+      const v = await this.opts.limiter.take(job.origin);
+      if (!v.ok) throw new MedicError(RATE_LIMITED, rateLimitMessage(v), true);
+    }
     try {
       return await this.opts.queue.add(job);
     } catch (e) {
@@ -77,7 +199,13 @@ export class Engine implements EngineApi {
     const prepared = this.prepare(inv);
     if (prepared.kind === 'decision') return { kind: 'decided', result: await this.decide(prepared.decision) };
     if (prepared.kind !== 'job') return prepared;
-    const jobId = await this.enqueue(prepared.job);
-    return { kind: 'queued', jobId, job: prepared.job, summary: prepared.summary };
+    try {
+      const jobId = await this.enqueue(prepared.job);
+      return { kind: 'queued', jobId, job: prepared.job, summary: prepared.summary };
+    } catch (e) {
+      // Over the limit is an answer about the request, like bad input: told privately.
+      if (isMedicError(e) && e.code === RATE_LIMITED) return { kind: 'rejected', code: e.code, message: e.message };
+      throw e;
+    }
   }
 }
