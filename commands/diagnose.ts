@@ -10,7 +10,7 @@ import { diagnose, DiagnoseInput, Finding, NodeEvidence, nextCommands } from '..
 import type { Report } from '../src/engine/report';
 import { summarize, StatusSummary } from '../src/engine/status-summary';
 import type { ClusterSnapshot } from '../src/exec/types';
-import { redact } from '../src/audit/redact';
+import { redact, redactLines } from '../src/audit/redact';
 import { newestVerified } from '../src/snapshot/retention';
 
 /** Lines of etcd's log read per node: enough to reach past a panic's goroutine dump. */
@@ -58,7 +58,10 @@ async function readNode(ctx: RunContext, node: string): Promise<NodeEvidence> {
   const work = ctx.withNode(ctx.cluster, node, async (rt) => {
     entered = true;
     try {
-      ev.logs = await rt.logs(DIAGNOSE_LOG_LINES);
+      // Redacted as one text as soon as it is read: a key block spans lines, and nothing
+      // after this point (findings, quotes, the report) sees the raw log.
+      const got = await rt.logs(DIAGNOSE_LOG_LINES);
+      ev.logs = { ...got, lines: redactLines(got.lines) };
     } catch (e) {
       ev.logError = failure(e);
     }

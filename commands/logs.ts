@@ -1,6 +1,6 @@
 import { arg, defineCommand } from '../src/engine/command';
 import type { Report } from '../src/engine/report';
-import { redact } from '../src/audit/redact';
+import { redact, redactLines } from '../src/audit/redact';
 
 /**
  * Characters of log text one report carries. Slack's section holds 3000 and the notes
@@ -28,7 +28,9 @@ export default defineCommand({
 });
 
 export function logsReport(cluster: string, node: string, got: { source: string; lines: string[] }, jobId?: string): Report {
-  const all = got.lines.map((l) => redact(compact(l), { maxChars: LINE_CHARS }));
+  // The whole tail first (a key block spans lines), then each compacted line again (compact
+  // turns {"passphrase":"…"} into passphrase=…) and bounded.
+  const all = redactLines(got.lines).map((l) => redact(compact(l), { maxChars: LINE_CHARS }));
   // Newest first until the budget is spent; shown oldest first, as a log reads.
   const kept: string[] = [];
   let used = 0;

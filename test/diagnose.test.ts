@@ -307,6 +307,19 @@ describe('diagnose command (execute with a fake worker context)', () => {
     logs, state: async () => ({ config: 'active', running: false, hasData: true }),
   } as unknown as NodeRuntime);
 
+  it('redacts a node\'s log as one text when it is read: a key block cut by the tail never reaches a finding', async () => {
+    const input = diagnoseInput({ down: ['node3'] });
+    const lines = [
+      '{"level":"info","ts":"2026-11-27T03:16:31.917Z","caller":"etcdmain/etcd.go:134","msg":"server has been already initialized","data-dir":"/var/lib/etcd","dir-type":"member"}',
+      '-----BEGIN PRIVATE KEY-----',
+      'MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDTOPSECRETKEYMATERIAL0123456789',
+    ];
+    const report = await diagnoseCommand.execute!(ctx(input, async (_c, _node, fn) => fn(runtime(async () => ({ source: '/var/log/pods/kube-system_etcd-node3_x/etcd/2.log', lines })))));
+    const text = JSON.stringify(report);
+    expect(text).not.toContain('TOPSECRETKEYMATERIAL');
+    expect(text).toContain('[REDACTED PRIVATE KEY]');
+  });
+
   it('reads logs only where etcd is not healthy, and finds the wiped member', async () => {
     const input = diagnoseInput({ ids: LAB_IDS.wipedNew, down: ['node3'] });
     const asked: string[] = [];

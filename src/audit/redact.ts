@@ -20,41 +20,135 @@ export interface RedactOptions {
 
 const HIDDEN = '[REDACTED]';
 
-/** Each rule replaces one kind of secret; order matters (whole PEM blocks go first). */
-const RULES: Array<[RegExp, string | ((...m: string[]) => string)]> = [
-  // A PEM private key block of any flavour (RSA, EC, OPENSSH, ENCRYPTED, PKCS#8).
+/** A quoted string, escapes included (a JSON value that holds `\"` is one value). */
+const QUOTED = String.raw`"(?:[^"\\\r\n]|\\.)*"|'(?:[^'\\\r\n]|\\.)*'`;
+/** A string quoted inside a JSON string (`\"…\"`), as etcd's request descriptors and nested JSON have them. */
+const ESC_QUOTED = String.raw`\\"(?:[^"\\\r\n]|\\[^"\r\n])*\\"`;
+
+/** Names whose values are secrets whatever they look like: password=, "token":, PGPASSWORD=, api_key: … */
+const SECRET_NAME = String.raw`[\w.-]*(?:password|passwd|pwd|passphrase|token|secret|api[_-]?key)[\w.-]*`;
+/**
+ * Named like a secret, but not one: etcd's --initial-cluster-token only keeps two clusters
+ * bootstrapped side by side apart (a diagnosis of a cluster-ID mismatch needs to see it).
+ */
+const NOT_SECRET_NAME = /^(?:\\?["'])?(?:etcd[_-])?initial[_-]cluster[_-]token(?:\\?["'])?$/i;
+
+/**
+ * Fields named `key` (or `client-key`, `private_key`, `privateKey`, `client-key-data`):
+ * hidden unless the value is a file path. `--key-file`, `--peer-key-file` and `key =
+ * /etc/kubernetes/pki/etcd/peer.key` are what etcd logs at every start and say which
+ * file is in use; an inline value is the key itself.
+ */
+const KEY_NAME = String.raw`(?:(?:[A-Za-z0-9]+[_-])*(?:key|KEY|Key)(?:[_-](?:data|DATA))?|[a-z][a-z0-9]*Key(?:Data)?)`;
+const PATH_LIKE = /^(?:\/|\.{1,2}\/|~\/|file:)|\.(?:key|pem|crt|cert|der|p8|p12|pfx|jks)$/i;
+/** Values that hold nothing inline: a YAML block indicator (its lines are checked by the PEM rules), null, a variable, our own marker. */
+const NOTHING_INLINE = /^(?:[|>][-+]?|null|~|true|false|\$\{?[A-Za-z_]\w*\}?|\[REDACTED.*)$/;
+
+/** The quote a value starts with: `\"` (inside a JSON string), `"`, `'`, or none. */
+function quoteOf(value: string): string {
+  return /^\\"/.test(value) ? '\\"' : /^["']/.test(value) ? value[0] : '';
+}
+
+/** `value` hidden; a quoted value keeps its quotes, so a JSON line still parses. */
+function hide(value: string, keepQuotes: boolean): string {
+  const q = quoteOf(value);
+  // Escaped quotes always stay: dropping them would end the JSON string they sit in.
+  return (keepQuotes || q === '\\"') && q ? `${q}${HIDDEN}${q}` : HIDDEN;
+}
+
+function unquote(value: string): string {
+  const q = quoteOf(value);
+  return q ? value.slice(q.length, -q.length) : value;
+}
+
+function keyValue(value: string, keepQuotes: boolean): string {
+  const inner = unquote(value).trim();
+  if (inner === '' || PATH_LIKE.test(inner) || NOTHING_INLINE.test(inner)) return value;
+  return hide(value, keepQuotes);
+}
+
+type Rule = [RegExp, string | ((...m: string[]) => string)];
+
+/**
+ * Each rule replaces one kind of secret; order matters (whole PEM blocks go first). Rules
+ * stay within one line (separators are spaces and tabs, not newlines): log text is
+ * redacted joined, and a line ending in "token:" must not take the next line's first word.
+ */
+const RULES: Rule[] = [
+  // A PEM private key block of any flavour (RSA, EC, OPENSSH, ENCRYPTED, PKCS#8), across lines.
   [/-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*?-----END \1PRIVATE KEY-----/g, '[REDACTED PRIVATE KEY]'],
   // Output cut off inside a key block (bounded remote output) has no END line: drop the rest.
   [/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*$/g, '[REDACTED PRIVATE KEY]'],
   // Slack bot/user/app/refresh tokens and incoming-webhook URLs.
   [/\b(xox[abposre]|xapp)-[A-Za-z0-9-]+/g, (_m, kind) => `${kind}-${HIDDEN}`],
   [/hooks\.slack\.com\/services\/[A-Za-z0-9/_-]+/g, `hooks.slack.com/services/${HIDDEN}`],
-  // "Authorization: Bearer …", "proxy-authorization=…": the whole value up to the end of the line.
-  [/\b((?:proxy-)?authorization["']?\s*[:=]\s*)[^\r\n]+/gi, `$1${HIDDEN}`],
-  [/\bBearer\s+[A-Za-z0-9._~+/-]+=*/g, `Bearer ${HIDDEN}`],
-  // password=…, "token": "…", --client-secret …, PGPASSWORD=…, api_key: …
-  [
-    /\b([\w.-]*(?:password|passwd|pwd|token|secret|api[_-]?key)[\w.-]*["']?)(\s*[=:]\s*|\s+(?=["']))("[^"]*"|'[^']*'|[^\s"',;&]+)/gi,
-    (_m, name, sep) => `${name}${sep}${HIDDEN}`,
-  ],
-  // --password hunter2, --client-secret abc (flag and value apart)
-  [/(--[\w-]*(?:password|token|secret)[\w-]*\s+)(?!-)\S+/gi, `$1${HIDDEN}`],
-  // etcdctl --user name:password
-  [/(--user[=\s]+[^:\s]+:)\S+/g, `$1${HIDDEN}`],
-  // Credentials in URLs (redis://:pw@host, https://user:pw@host).
+  // GitHub tokens: personal (ghp_), OAuth (gho_), user-to-server (ghu_), server (ghs_), refresh (ghr_), fine-grained.
+  [/\b(gh[pousr]_)[A-Za-z0-9]{20,}/g, `$1${HIDDEN}`],
+  [/\bgithub_pat_[A-Za-z0-9_]{20,}/g, `github_pat_${HIDDEN}`],
+  // Credentials in URLs (redis://:pw@host, https://user:pw@host), before the name=value
+  // rules ("x-access-token:…@github.com" would otherwise lose the host too).
   [/\b([a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:)[^\s@/]+@/gi, '$1***@'],
+  // "Authorization: Bearer …", "Cookie: a=b; c=d", "Set-Cookie: …": the whole value, to the
+  // end of the line; a quoted JSON value only to its closing quote.
+  [
+    new RegExp(String.raw`\b((?:proxy-)?authorization|(?:set-)?cookie)(["']?)([ \t]*[:=][ \t]*)(${QUOTED}|[^\r\n]+)`, 'gi'),
+    (_m, name, q, sep, value) => `${name}${q}${sep}${q && /^["']/.test(value) ? hide(value, true) : HIDDEN}`,
+  ],
+  [/\bBearer\s+[A-Za-z0-9._~+/-]+=*/g, `Bearer ${HIDDEN}`],
+  // password=…, "token": "…", --client-secret=…, PGPASSWORD=…, passphrase: …, api_key: …
+  [
+    new RegExp(String.raw`\b(${SECRET_NAME}(?:\\?["'])?)([ \t]*[=:][ \t]*|[ \t]+(?=["']))(?!\*\*\*@)(${ESC_QUOTED}|${QUOTED}|[^\s"',;&\\]+)`, 'gi'),
+    (m, name, sep, value) => (NOT_SECRET_NAME.test(name) ? m : `${name}${sep}${hide(value, /["']$/.test(name))}`),
+  ],
+  // --password hunter2, --client-secret abc, --passphrase x (flag and value apart)
+  [
+    /(--([\w-]*(?:password|passphrase|token|secret)[\w-]*)[ \t]+)(?!-)\S+/gi,
+    (m, flag, name) => (NOT_SECRET_NAME.test(name) ? m : `${flag}${HIDDEN}`),
+  ],
+  // openssl -passin pass:…, -passout pass:… (env:, file:, fd: and stdin name no secret)
+  [new RegExp(String.raw`(-pass(?:in|out)?[ \t]+["']?pass:)(${QUOTED}|[^\s"']+)`, 'g'), `$1${HIDDEN}`],
+  // "key": "…", 'private_key': '…' (JSON, quoted YAML, JSON inside a JSON string)
+  [
+    new RegExp(String.raw`(\\?["'])(${KEY_NAME})\1([ \t]*:[ \t]*)(${ESC_QUOTED}|${QUOTED}|[^\s,}\]\\]+)`, 'g'),
+    (_m, q, name, sep, value) => `${q}${name}${q}${sep}${keyValue(value, true)}`,
+  ],
+  // key: …, key = …, KEY=…, --key=…, --key … (YAML, config text, environment, flags).
+  // etcd's request descriptors (`put:<key:\"/registry/…\" value_size:…>`) name etcd keys,
+  // never values: a \"-quoted value after a bare name is left alone.
+  [
+    new RegExp(String.raw`(?<![\w.\-"'\\/])(-{1,2})?(${KEY_NAME})(?:([ \t]*[:=][ \t]*)|([ \t]+))(${QUOTED}|[^\s,;&"'}\]\\]+)`, 'g'),
+    (m, dashes, name, sep, space, value) => {
+      // "key value" is a field only as a flag (--key value); elsewhere it is prose.
+      if (sep === undefined && (!dashes || value.startsWith('-'))) return m;
+      return `${dashes ?? ''}${name}${sep ?? space}${keyValue(value, false)}`;
+    },
+  ],
+  // etcdctl --user name:password
+  [/(--user[= \t]+[^:\s]+:)\S+/g, `$1${HIDDEN}`],
 ];
 
 /**
- * `text` with private keys, Slack tokens, `password=`/`token=`/`secret=` values,
- * Authorization headers and URL credentials replaced, then cut to `maxChars` with a
- * "…(N more chars)" marker. Redaction runs before the cut so a secret split by the cut is
- * still recognised.
+ * `text` with private keys, Slack and GitHub tokens, `password=`/`passphrase=`/`token=`/
+ * `secret=` values, inline `key` values (not key file paths), openssl `pass:` arguments,
+ * Authorization and Cookie headers and URL credentials replaced, then cut to `maxChars`
+ * with a "…(N more chars)" marker. Redaction runs before the cut so a secret split by the
+ * cut is still recognised.
  */
 export function redact(text: string, opts: RedactOptions = {}): string {
   let out = text;
   for (const [re, by] of RULES) out = out.replace(re, by as string);
   return bound(out, opts.maxChars ?? DEFAULT_EXCERPT_CHARS);
+}
+
+/**
+ * Lines of a log with secrets removed, redacted as one text and split afterwards: a PEM
+ * key block spans lines, and line by line only its BEGIN line would be recognised (the
+ * base64 lines in between carry no marker). Not bounded: callers cut lines to fit.
+ * A block whose END is missing (the log ends inside it) takes the rest of the text.
+ */
+export function redactLines(lines: readonly string[]): string[] {
+  if (!lines.length) return [];
+  return redact(lines.join('\n'), { maxChars: Infinity }).split('\n');
 }
 
 function bound(text: string, max: number): string {
@@ -68,7 +162,7 @@ function bound(text: string, max: number): string {
 }
 
 /** Keys whose string values are secrets whatever they look like (`{ password: 'hunter2' }`). */
-const SECRET_KEY = /passw(or)?d|^pass$|secret|token$|private.?key|authorization|credential/i;
+const SECRET_KEY = /passw(or)?d|passphrase|^pass$|secret|token$|private.?key|authorization|cookie|credential/i;
 
 /**
  * A JSON-ready deep copy of `value` with every string redacted (and values of secret-named

@@ -38,7 +38,10 @@ export interface NodeEvidence {
   node: string;
   /** The bot could not open an SSH session at all (the node, or its sshd, is down; or access is refused). */
   sshError?: { code?: string; message: string };
-  /** The last lines of etcd's log, oldest first, and where they came from (CRI file, journal). */
+  /**
+   * The last lines of etcd's log, oldest first, and where they came from (CRI file, journal);
+   * already redacted as one text (redactLines) by whoever read them.
+   */
   logs?: { source: string; lines: string[] };
   logError?: { code?: string; message: string };
   /** Where etcd's config is, whether etcd runs, whether dataDir/member exists. */
