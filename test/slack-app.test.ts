@@ -2,7 +2,7 @@
  * The Slack adapter against the fake Slack and a fake engine (recording calls): signed
  * slash commands in, acks / response_url follow-ups / chat.postMessage out.
  */
-import { createSlackApp, type LoggerLike, type SlackApp } from '../src/adapters/slack/app';
+import { createSlackApp, RESPONSE_URL_TTL_MS, responseUrlAgeMs, stampResponseUrl, type LoggerLike, type SlackApp } from '../src/adapters/slack/app';
 import { renderReport } from '../src/adapters/slack/blocks';
 import { MedicError } from '../src/engine/errors';
 import type { Report } from '../src/engine/report';
@@ -141,10 +141,18 @@ describe('Slack adapter', () => {
     await new Promise((r) => setTimeout(r, 50)); // and no second one
     expect(engine.enqueued).toHaveLength(1);
     expect(engine.enqueued[0]).toMatchObject({ command: 'status', cluster: 'lab' });
+    const escaped = req.fields.response_url.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
     expect(engine.prepared).toEqual([{
       text: 'status lab',
-      origin: { adapter: 'slack', channel: 'C0INCIDENT', user: 'U0ALICE', team: 'T0MEDIC01', responseUrl: req.fields.response_url },
+      origin: {
+        adapter: 'slack', channel: 'C0INCIDENT', user: 'U0ALICE', team: 'T0MEDIC01',
+        responseUrl: expect.stringMatching(new RegExp(`^${escaped}#medic-issued-at=\\d+$`)),
+      },
     }]);
+    // The job keeps when Slack issued its response_url, for whoever delivers the result.
+    const age = responseUrlAgeMs((engine.prepared[0].origin as { responseUrl: string }).responseUrl)!;
+    expect(age).toBeGreaterThanOrEqual(0);
+    expect(age).toBeLessThan(10_000);
   });
 
   it('answers 401 to a bad signature and never reaches the engine', async () => {
@@ -287,10 +295,26 @@ describe('Slack adapter', () => {
 
     it('uses the response_url when the bot is not in the channel', async () => {
       fake.failNext('chat.postMessage', { error: 'not_in_channel' });
-      const responseUrl = fake.responseUrl('private-channel');
+      const responseUrl = stampResponseUrl(fake.responseUrl('private-channel'), Date.now() - 20 * 60_000);
       await slack.notifier.deliver({ adapter: 'slack', channel: 'G0PRIVATE', user: 'U0ALICE', responseUrl }, report, { jobId: 'job-9' });
       const r = fake.responses.find((x) => x.id === 'private-channel');
       expect(r).toMatchObject({ status: 200, response_type: 'in_channel', text: renderReport(report).text });
+    });
+
+    it.each([
+      ['issued more than 30 minutes ago', (url: string) => stampResponseUrl(url, Date.now() - RESPONSE_URL_TTL_MS - 60_000), /issued 31 min ago and Slack honours one for 30: dropped/],
+      ['a minute short of 30 (clocks differ between hosts)', (url: string) => stampResponseUrl(url, Date.now() - RESPONSE_URL_TTL_MS + 30_000), /issued 30 min ago and Slack honours one for 30: dropped/],
+      ['without an issue time', (url: string) => url, /carries no issue time, so it may have expired: dropped/],
+      ['issued in the future', (url: string) => stampResponseUrl(url, Date.now() + 3_600_000), /issued in the future/],
+    ])('drops a response_url %s: says so in the log and posts nothing to it', async (what, stamp, logged) => {
+      const id = `old-${what.replace(/\W+/g, '-')}`.slice(0, 40);
+      fake.failNext('chat.postMessage', { error: 'not_in_channel' });
+      const before = logger.lines.length;
+      await expect(slack.notifier.deliver({ adapter: 'slack', channel: 'G0PRIVATE', user: 'U0ALICE', responseUrl: stamp(fake.responseUrl(id)) }, report, { jobId: 'job-12' }))
+        .rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/job-12.*G0PRIVATE.*not_in_channel.*Invite the bot/) });
+      expect(logger.lines.slice(before).join('\n')).toMatch(logged);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(fake.responses.filter((r) => r.id === id)).toHaveLength(0);
     });
 
     it('posts the text fallback when Slack refuses the blocks', async () => {

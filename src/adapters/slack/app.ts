@@ -169,7 +169,8 @@ export function createCommandListener(engine: EngineApi, groups?: GroupResolver)
       channel: command.channel_id,
       user: command.user_id,
       team: command.team_id,
-      responseUrl: command.response_url,
+      // Stamped with when Slack issued it: the job may be delivered by another process, much later.
+      responseUrl: command.response_url ? stampResponseUrl(command.response_url) : undefined,
     };
     const inGroups = groups ? await groups.groupsOf(command.user_id) : [];
     if (inGroups.length) origin.groups = inGroups;
@@ -379,11 +380,13 @@ export function createSlackNotifier(client: WebClient, logger: Logger): Notifier
         return;
       } catch (e) {
         const slackError = platformError(e);
-        if (slackError && NOT_IN_CHANNEL.has(slackError) && origin.responseUrl) {
+        const responseUrl = slackError && NOT_IN_CHANNEL.has(slackError) && origin.responseUrl
+          ? usableResponseUrl(origin.responseUrl, logger, meta.jobId) : undefined;
+        if (responseUrl) {
           // The bot isn't a member of a private channel; a slash command's response_url can
           // still post there (for 30 minutes after the command).
           logger.warn(`chat.postMessage to ${origin.channel} failed (${slackError}); using the response_url for job ${meta.jobId}`);
-          if (await postToResponseUrl(origin.responseUrl, { response_type: 'in_channel', text, blocks }, logger)) return;
+          if (await postToResponseUrl(responseUrl, { response_type: 'in_channel', text, blocks }, logger)) return;
         }
         if (slackError && BLOCK_ERRORS.has(slackError)) {
           // Slack refused the layout (e.g. its undocumented total block-text limit): the
@@ -409,6 +412,48 @@ export function createSlackNotifier(client: WebClient, logger: Logger): Notifier
       }
     },
   };
+}
+
+/** Slack honours a slash command's response_url for 30 minutes (and 5 uses). */
+export const RESPONSE_URL_TTL_MS = 30 * 60_000;
+/** Given up a minute early: web and worker hosts' clocks may differ a little. */
+const RESPONSE_URL_MARGIN_MS = 60_000;
+const ISSUED_AT = /#medic-issued-at=(\d{1,15})$/;
+
+/**
+ * The response_url as a job keeps it: with the time it was issued in the URL's fragment,
+ * which is never sent over HTTP, so whichever process holds the origin later (a worker,
+ * a resumed job) knows whether Slack still honours it. Slack's URLs carry no fragment.
+ */
+export function stampResponseUrl(url: string, issuedAt: number = Date.now()): string {
+  return url.includes('#') ? url : `${url}#medic-issued-at=${Math.floor(issuedAt)}`;
+}
+
+/** How long ago a stamped response_url was issued, in ms; undefined without a stamp. */
+export function responseUrlAgeMs(url: string, now: number = Date.now()): number | undefined {
+  const m = ISSUED_AT.exec(url);
+  return m ? now - Number(m[1]) : undefined;
+}
+
+/**
+ * The response_url while Slack still honours it, else undefined, saying in the log why it
+ * was dropped. One without a stamp (queued by an older version) can't be shown fresh.
+ */
+function usableResponseUrl(url: string, logger: Logger, jobId: string): string | undefined {
+  const age = responseUrlAgeMs(url);
+  if (age === undefined) {
+    logger.warn(`job ${jobId}: its response_url carries no issue time, so it may have expired: dropped`);
+    return undefined;
+  }
+  if (age < -RESPONSE_URL_MARGIN_MS) {
+    logger.warn(`job ${jobId}: its response_url says it was issued in the future (clocks apart?): dropped`);
+    return undefined;
+  }
+  if (age > RESPONSE_URL_TTL_MS - RESPONSE_URL_MARGIN_MS) {
+    logger.warn(`job ${jobId}: its response_url was issued ${Math.round(age / 60_000)} min ago and Slack honours one for 30: dropped`);
+    return undefined;
+  }
+  return url;
 }
 
 /** Errors about the message's blocks, not about the channel or token. */
