@@ -1,7 +1,8 @@
 import { commands as allCommands } from '../commands';
+import { collectJobsView } from '../commands/jobs';
 import type { ClusterConfig, MedicConfig } from './config/schema';
 import type { CommandDef } from './engine/command';
-import { Engine } from './engine/engine';
+import { createRequestLimiter, Engine, RequestLimitOptions } from './engine/engine';
 import { createJobRunner } from './engine/runner';
 import type { Notifier } from './engine/types';
 import { probeCluster } from './exec/probe';
@@ -57,6 +58,8 @@ export interface MedicOptions {
   planIdPrefix?: string;
   /** Clock of approvals and plans (tests move it to expire approvals). @defaultValue () => new Date() */
   now?: () => Date;
+  /** Requests per user and window (shared by every web process through Redis); false: none (benchmarks). @defaultValue 20 a minute */
+  requestLimit?: RequestLimitOptions | false;
   /** On stop (SIGTERM), how long a running step may go on before it is aborted and handed over. @defaultValue 20000 */
   shutdownGraceMs?: number;
 }
@@ -130,7 +133,8 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     log: (msg, extra) => opts.log.warn(extra ?? {}, msg),
     anchor,
   });
-  const engine = new Engine({ config: opts.config, commands, queue, decide: (d) => workflow.decide(d) });
+  const limiter = opts.requestLimit === false ? undefined : createRequestLimiter(state, { prefix: opts.queueName ?? 'etcd-medic', ...opts.requestLimit });
+  const engine = new Engine({ config: opts.config, commands, queue, decide: (d) => workflow.decide(d), limiter });
   const notifiers: Partial<Record<'slack' | 'console', Notifier>> = {};
   const stops: Array<() => Promise<void>> = [];
   let slackUrl: string | undefined;
@@ -168,22 +172,11 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     const key = opts.sshKey;
     const runner = createJobRunner({
       config: opts.config, commands, probe, audit,
-      jobs: async (cluster) => {
-        const [lock, waiting, plans] = await Promise.all([
-          locks.holder(cluster),
-          queue.queue.getJobs(['active', 'waiting', 'delayed', 'prioritized']),
-          approvals.recent(cluster, 10),
-        ]);
-        return {
-          lock,
-          queued: waiting.filter((j) => j?.data?.cluster === cluster).map((j) => ({
-            id: j.id ?? '?', command: j.data.command, phase: j.data.phase ?? 'run',
-            state: j.finishedOn ? 'finished' : j.processedOn ? 'active' : 'waiting',
-            requester: j.data.origin.user, at: new Date(j.timestamp).toISOString(),
-          })),
-          plans,
-        };
-      },
+      jobs: (cluster) => collectJobsView({
+        lockHolder: (c) => locks.holder(c),
+        queued: (c, n) => queue.jobsForCluster(c, n),
+        plans: (c, n) => approvals.recentPlans(c, n),
+      }, cluster),
       snapshots: snapshots.store,
       openResources: (cluster) => createJobResources({ cluster, sshKey: key }),
       withNode: async (cluster, node, fn) => {

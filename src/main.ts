@@ -49,6 +49,7 @@ async function main(): Promise<void> {
     snapshotDir: settings.snapshotDir,
     lockDurationMs: settings.workerLockMs,
     clusterLeaseMs: settings.clusterLeaseMs,
+    shutdownGraceMs: settings.shutdownGraceMs,
     // Console plans get their own ids: their queue counts jobs separately from Slack's.
     planIdPrefix: role === 'console' ? 'c' : '',
     audit: settings.audit,
@@ -60,6 +61,8 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ why }, 'stopping');
+    // Bounded: the grace for the step in flight, then the hand-over and closing connections.
+    setTimeout(() => { log.warn({ why }, 'did not stop in time: exiting'); process.exit(1); }, settings.shutdownGraceMs + 15_000).unref();
     await medic.stop();
     process.exit(0);
   };

@@ -24,7 +24,9 @@ export interface Settings {
   workerLockMs: number;
   /** Lease of the per-cluster lock; renewed every third of it while a plan runs. */
   clusterLeaseMs: number;
-  audit: { key: string; hmacKey?: Buffer };
+  /** On SIGTERM, how long a running step may go on before it is aborted and the plan handed over. */
+  shutdownGraceMs: number;
+  audit: { key: string; hmacKey?: Buffer; anchorFile?: string };
 }
 
 /**
@@ -93,6 +95,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     snapshotDir: absDir(env, 'MEDIC_SNAPSHOT_DIR', '/var/lib/etcd-medic/snapshots'),
     workerLockMs: intIn(env, 'MEDIC_WORKER_LOCK_MS', 30000, 2000, 600000),
     clusterLeaseMs: intIn(env, 'MEDIC_CLUSTER_LEASE_MS', 30000, 3000, 600000),
+    shutdownGraceMs: intIn(env, 'MEDIC_SHUTDOWN_GRACE_MS', 20000, 0, 600000),
     audit: auditOptionsFromEnv(env),
   };
 }

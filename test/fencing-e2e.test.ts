@@ -70,7 +70,7 @@ describe('fencing, lease loss and aborted steps (lab)', () => {
     redis?.disconnect();
     try { process.kill(redisServer.pid, 'SIGCONT'); } catch { /* gone */ }
     await redisServer?.stop();
-    await sshNode('node1', `rm -rf /tmp/medic-fence-* ${TEST_WORK_DIR}`);
+    await sshNode('node1', `rm -rf /tmp/medic-fence-* ${TEST_WORK_DIR} ${lab.paths.workDir}/fence`);
     await sshNode('node3', `rm -rf ${TEST_MANIFEST_DIR} ${TEST_WORK_DIR}`);
     // Leave the lab as it was found: all three members healthy.
     await labSh('start-etcd', 'node3');

@@ -76,4 +76,16 @@ describe('lease keep-alive', () => {
     k.stop();
     await other.release();
   });
+
+  it('fencing tokens keep growing when Redis loses its data, so fenced nodes do not refuse the bot forever', async () => {
+    const locks = createClusterLocks(redis, 3000);
+    const a = await locks.acquire('ka4', { jobId: '5', requester: 'U0A', progress: 'step 1/1' });
+    await a.release();
+    await redis.flushall();
+    await new Promise((r) => setTimeout(r, 5)); // a Redis that lost its data takes longer than 1 ms to come back
+    const b = await locks.acquire('ka4', { jobId: '6', requester: 'U0A', progress: 'step 1/1' });
+    expect(b.token).toBeGreaterThan(a.token);
+    expect(Number.isSafeInteger(b.token)).toBe(true);
+    await b.release();
+  });
 });

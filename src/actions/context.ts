@@ -180,7 +180,7 @@ interface Guards {
  */
 function fencePrefix(workDir: string, token: number): RemoteCommand {
   const file = posix.join(workDir, 'fence');
-  return sh`medic_fence_f=${file}; medic_fence_t=$(cat "$medic_fence_f" 2>/dev/null || echo 0); case "$medic_fence_t" in ''|*[!0-9]*) medic_fence_t=0;; esac; if [ "$medic_fence_t" -gt ${token} ]; then echo "etcd-medic: fenced: this node has seen lock token $medic_fence_t, this worker holds ${token}" >&2; exit 97; fi; if [ "$medic_fence_t" -lt ${token} ]; then mkdir -p ${workDir} && printf '%s\\n' ${token} > "$medic_fence_f.$$" && mv -f "$medic_fence_f.$$" "$medic_fence_f" || { echo "etcd-medic: fenced: cannot record lock token ${token} in ${file}" >&2; exit 97; }; fi;`;
+  return sh`medic_fence_f=${file}; medic_fence_t=$(cat "$medic_fence_f" 2>/dev/null || echo 0); case "$medic_fence_t" in ''|*[!0-9]*) medic_fence_t=0;; esac; if [ "$medic_fence_t" -gt ${token} ]; then printf 'etcd-medic: fenced: this node has seen lock token %s, this worker holds %s\\n' "$medic_fence_t" ${token} >&2; exit 97; fi; if [ "$medic_fence_t" -lt ${token} ]; then mkdir -p ${workDir} && printf '%s\\n' ${token} > "$medic_fence_f.$$" && mv -f "$medic_fence_f.$$" "$medic_fence_f" || { echo "etcd-medic: fenced: cannot record lock token ${token} in ${file}" >&2; exit 97; }; fi;`;
 }
 
 /**
@@ -192,7 +192,7 @@ function fencePrefix(workDir: string, token: number): RemoteCommand {
 function guarded(s: SshSession, node: string, sink: CommandRecord[], g: Guards): SshSession {
   const fenced = (r: ExecResult) => {
     if (r.code === FENCE_EXIT && r.stderr.includes(FENCE_MARK)) {
-      throw new MedicError('FENCED', `${node}: ${r.stderr.trim().replace(/^etcd-medic: fenced: /, '')}: another worker holds the cluster now; this one stops`);
+      throw new MedicError('FENCED', `${node}: ${r.stderr.trim().replace(/^etcd-medic: fenced: /, '')}: a newer holder of the cluster's lock acted on this node (another worker, or another etcd-medic with its own Redis); this one stops. If nothing else acts on this cluster, remove ${posix.join(g.workDir, 'fence')} on ${node}`);
     }
     return r;
   };

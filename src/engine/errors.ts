@@ -12,6 +12,8 @@ export type ErrorCode =
   | 'NOT_PERMITTED'
   | 'QUEUE_UNAVAILABLE'
   | 'CLUSTER_BUSY'
+  /** A user over the per-user request limit: nothing was queued. */
+  | 'RATE_LIMITED'
   | 'UNSAFE'
   | 'APPROVAL_REFUSED'
   | 'APPROVAL_EXPIRED'

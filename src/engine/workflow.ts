@@ -564,7 +564,10 @@ export function createWorkflow(deps: WorkflowDeps) {
       if (!abort.signal.aborted) abort.abort(new MedicError('CANCELLED', 'the job stopped'));
       await resources?.close().catch(() => undefined);
       const code = isMedicError(e) ? e.code : undefined;
-      if (keep.lost || code === 'LEASE_LOST' || code === 'FENCED') {
+      // Fenced while the lease is still ours: something else acted on the node (another
+      // bot on another Redis?): a failure to report, not a hand-over to anyone.
+      const fencedOut = code === 'FENCED' && !(await withDeadline(lease.isCurrent(), 3000).catch(() => false));
+      if (keep.lost || code === 'LEASE_LOST' || fencedOut) {
         // Another worker holds (or may take) the cluster now: it owns the plan's status and
         // thread from here. The record is kept even while Redis is unreachable.
         recordLater('job.lease-lost', cluster.name, rec.id, { worker: workerId, step: failedStep, token: lease.token, reason: keep.lost ?? describeError(e) });

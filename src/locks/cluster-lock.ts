@@ -3,8 +3,9 @@ import { MedicError } from '../engine/errors';
 
 /**
  * One mutating job per cluster (issue 3): a Redis lease with a fencing token. The token
- * grows with every acquisition, so a step can refuse to act for a holder whose lease was
- * taken over (a paused worker waking up late).
+ * grows with every acquisition (and is never below the clock in ms, so it keeps growing
+ * across a Redis that lost its data), so a step can refuse to act for a holder whose lease
+ * was taken over (a paused worker waking up late).
  */
 export interface LockHolder {
   /** Job id holding the lock. */
@@ -53,7 +54,15 @@ return 0`;
 const ACQUIRE = `
 local cur = redis.call('GET', KEYS[1])
 if cur then return cur end
+-- Never below the clock (ms): tokens stay monotonic when Redis loses its data or is
+-- replaced, so nodes that recorded a token (fence files) don't refuse the bot forever.
+local t = redis.call('TIME')
+local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local token = redis.call('INCR', KEYS[2])
+if token < clock then
+  token = clock
+  redis.call('SET', KEYS[2], token)
+end
 local h = cjson.decode(ARGV[1])
 h.token = token
 redis.call('SET', KEYS[1], cjson.encode(h), 'PX', ARGV[2])

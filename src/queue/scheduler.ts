@@ -4,6 +4,7 @@
  * worker like a typed command, as the console user `console:scheduler` (reports go to the
  * job's result; nobody is notified in chat).
  */
+import { jobOptions } from './queue';
 import type { Queue } from 'bullmq';
 import type { MedicConfig } from '../config/schema';
 import type { JobRequest } from '../engine/types';
@@ -49,7 +50,8 @@ export async function scheduleSnapshots(queue: Queue, config: MedicConfig): Prom
     await queue.upsertJobScheduler(SNAPSHOT_SCHEDULER_PREFIX + c.name, { every: minutes * 60_000 }, {
       name: 'snapshot save',
       data: scheduledSnapshotJob(c.name),
-      opts: { attempts: 1, removeOnComplete: { age: 7 * 24 * 3600, count: 1000 }, removeOnFail: { age: 30 * 24 * 3600 } },
+      // A read like any other: queued behind executions and plans, capped like every job.
+      opts: jobOptions('run'),
     });
     scheduled.push({ cluster: c.name, everyMinutes: minutes });
   }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
-import { startMedic, Medic } from '../../src/app';
+import { startMedic, Medic, MedicOptions } from '../../src/app';
 import { loadConfig } from '../../src/config/load';
 import type { MedicConfig } from '../../src/config/schema';
 import { FakeSlack, FakeSlackOptions } from './fake-slack';
@@ -43,6 +43,8 @@ export interface HarnessOptions {
   now?: () => Date;
   /** Options of the fake Slack (user groups, missing scopes…). */
   fakeSlack?: FakeSlackOptions;
+  /** The per-user request limit (benchmarks turn it off). @defaultValue the bot's */
+  requestLimit?: MedicOptions['requestLimit'];
 }
 
 export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
@@ -58,6 +60,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     worker: opts.worker ?? true,
     snapshotDir: TEST_SNAPSHOT_DIR,
     now: opts.now,
+    requestLimit: opts.requestLimit,
     // A fresh audit log per harness: tests verify the chain they wrote.
     audit: { key: `t-audit-${queueName}` },
     sshKey: readFileSync(join(LAB_DIR, 'bot_id_ed25519')),

@@ -22,13 +22,22 @@ function ping(port: number): Promise<boolean> {
   });
 }
 
-/** A real redis-server (Debian's) on loopback, no persistence, as BullMQ wants it (noeviction). */
-export async function startRedis(port: number): Promise<RedisServer> {
+export interface RedisOptions {
+  /**
+   * Keep data across restarts as production does (AOF, fsync on every write), in `dir`;
+   * `stop()` then leaves `dir` for the next start. @defaultValue no persistence, fresh dir
+   */
+  persistIn?: string;
+}
+
+/** A real redis-server (Debian's) on loopback, as BullMQ wants it (noeviction). */
+export async function startRedis(port: number, opts: RedisOptions = {}): Promise<RedisServer> {
   // A Redis already on the port would answer for ours and outlive the run: refuse.
   if (await ping(port)) throw new Error(`something already answers on 127.0.0.1:${port} (a leftover redis-server?): stop it first`);
-  const dir = mkdtempSync(join(tmpdir(), 'medic-redis-'));
+  const dir = opts.persistIn ?? mkdtempSync(join(tmpdir(), 'medic-redis-'));
+  const persistence = opts.persistIn ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
   const child: ChildProcess = spawn('redis-server', [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence,
     '--maxmemory-policy', 'noeviction', '--dir', dir, '--daemonize', 'no',
   ], { stdio: 'ignore', detached: true });
   child.unref();
@@ -48,7 +57,7 @@ export async function startRedis(port: number): Promise<RedisServer> {
       try { process.kill(child.pid!, 'SIGKILL'); } catch { /* already gone */ }
       const until = Date.now() + 5000;
       while (await ping(port) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-      rmSync(dir, { recursive: true, force: true });
+      if (!opts.persistIn) rmSync(dir, { recursive: true, force: true });
     },
   };
 }
