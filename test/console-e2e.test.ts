@@ -20,7 +20,7 @@ function runConsole(input: string, env: Record<string, string> = {}, timeoutMs =
         MEDIC_CONFIG: labConfigPath(),
         MEDIC_SSH_KEY_FILE: join(LAB_DIR, 'bot_id_ed25519'),
         REDIS_URL: TEST_REDIS_URL,
-        MEDIC_CONSOLE_USER: 'console:tester',
+        MEDIC_CONSOLE_USER: 'console:tester', MEDIC_DRILL: '1',
         LOG_LEVEL: 'warn',
         ...env,
       },
@@ -72,7 +72,7 @@ describe('console adapter', () => {
     const alice = spawn(process.execPath, [MAIN], {
       env: {
         PATH: process.env.PATH ?? '/usr/bin:/bin', MEDIC_CONFIG: labConfigPath(), MEDIC_SSH_KEY_FILE: join(LAB_DIR, 'bot_id_ed25519'),
-        REDIS_URL: TEST_REDIS_URL, MEDIC_CONSOLE_USER: 'console:alice', LOG_LEVEL: 'warn', ...shared,
+        REDIS_URL: TEST_REDIS_URL, MEDIC_CONSOLE_USER: 'console:alice', MEDIC_DRILL: '1', LOG_LEVEL: 'warn', ...shared,
       },
       stdio: ['pipe', 'pipe', 'pipe'],
     });

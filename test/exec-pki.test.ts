@@ -89,6 +89,7 @@ function spy(s: SshSession): { session: SshSession; calls: string[] } {
   const calls: string[] = [];
   const session: SshSession = {
     target: s.target,
+    isOpen: () => s.isOpen(),
     exec: (c: RemoteCommand, o) => { calls.push(`exec ${c.text}`); return s.exec(c, o); },
     readFile: (p, o) => { calls.push(`read ${p}`); return s.readFile(p, o); },
     writeFile: (p, d, o) => { calls.push(`write ${p}`); return s.writeFile(p, d, o); },

@@ -80,7 +80,7 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
     connectTimeoutMs: cluster.ssh.connectTimeoutMs,
     commandTimeoutMs: cluster.ssh.commandTimeoutMs,
   });
-  const clients = new Map<string, Promise<{ client: EtcdMemberClient; close: () => Promise<void> }>>();
+  const clients = new Map<string, Promise<{ client: EtcdMemberClient; close: () => Promise<void>; via: SshSession }>>();
   const commands: CommandRecord[] = [];
   let closed = false;
   let stepSignal: AbortSignal | undefined;
@@ -113,12 +113,20 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
     const tls = url.protocol === 'https:' ? await tlsFor(s) : undefined;
     const tunnel = await s.openTunnel(url.hostname, Number(url.port));
     const client = memberClientThrough(cluster, n, tunnel, tls);
-    return { client, close: async () => { client.close(); await tunnel.close(); } };
+    return { client, close: async () => { client.close(); await tunnel.close(); }, via: s };
   };
 
   const etcd = async (name: string): Promise<EtcdMemberClient> => {
     guard(`etcd on ${name}`);
     let p = clients.get(name);
+    // A client whose tunnel's SSH connection died (the node went away, sshd restarted)
+    // would fail every call until the step timed out: dial again instead.
+    const cached = p && await p.catch(() => undefined);
+    if (cached && !cached.via.isOpen()) {
+      if (clients.get(name) === p) clients.delete(name);
+      void cached.close().catch(() => undefined);
+      p = undefined;
+    }
     if (!p) {
       p = open(name);
       clients.set(name, p);

@@ -138,7 +138,8 @@ export function createWorkflow(deps: WorkflowDeps) {
     const created = now();
     const rec: PlanRecord = {
       id, cluster: cluster.name, command: command.id, risk: command.risk as 'mutating' | 'destructive', plan, hash,
-      requester: origin.user, origin, required: requiredApprovals(command, cluster),
+      // The response_url is good for 30 min; the record lives for 30 days and needs none.
+      requester: origin.user, origin: withoutResponseUrl(origin), required: requiredApprovals(command, cluster),
       createdAt: created.toISOString(),
       expiresAt: new Date(created.getTime() + cluster.access.approvalTtlMinutes * 60_000).toISOString(),
       supersedes,
@@ -181,7 +182,7 @@ export function createWorkflow(deps: WorkflowDeps) {
     const cluster = clusterOf(job.cluster);
     const command = commandOf(job.command);
     const title = `etcd ${command.id} — ${cluster.name}`;
-    await audit('job.requested', cluster.name, jobId, job.origin.user, { command: command.id, args: job.args, channel: job.origin.channel });
+    await audit('job.requested', cluster.name, jobId, job.origin.user, { command: command.id, args: job.args, channel: job.origin.channel, ...identityOf(job.origin) });
     const deliver = async (report: Report) => { await surface(job.origin).thread(job.origin, undefined, report); return report; };
     const risk = command.risk as 'mutating' | 'destructive';
     if (requiredApprovals(command, cluster) > 0 && cluster.access[risk].approvers.length === 0) {
@@ -223,7 +224,7 @@ export function createWorkflow(deps: WorkflowDeps) {
     const cluster = deps.config.clusters.find((c) => c.name === rec.cluster);
     const user = d.origin.user;
     const refuse = async (why: string): Promise<DecisionResult> => {
-      await audit('approval.refused', rec.cluster, rec.id, user, { action: d.action, reason: why, channel: d.origin.channel });
+      await audit('approval.refused', rec.cluster, rec.id, user, { action: d.action, reason: why, channel: d.origin.channel, ...identityOf(d.origin) });
       return { ok: false, text: `:no_entry: ${why}. Nothing changed.` };
     };
     // A button payload must come from the plan's own channel and message: a click copied
@@ -254,7 +255,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         case 'again': return { ok: false, text: `you have already approved plan ${rec.id}` };
         case 'missing': return { ok: false, text: `there is no plan ${rec.id}` };
         case 'expired': {
-          await audit('approval.expired', rec.cluster, rec.id, user, { expiresAt: rec.expiresAt });
+          await audit('approval.expired', rec.cluster, rec.id, user, { expiresAt: rec.expiresAt, ...identityOf(d.origin) });
           return {
             ok: false, text: `plan ${rec.id} expired at ${rec.expiresAt}: nothing ran. Request it again: /etcd ${rec.command} ${Object.values(rec.plan.args).join(' ')}`,
             update: await messageUpdate(rec.id),
@@ -272,7 +273,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         }
         case 'granted':
         case 'approved': {
-          await audit('approval.granted', rec.cluster, rec.id, user, { count: r.count, required: Math.max(rec.required, 1), hash: rec.hash }).catch(() => undefined);
+          await audit('approval.granted', rec.cluster, rec.id, user, { count: r.count, required: Math.max(rec.required, 1), hash: rec.hash, ...identityOf(d.origin) }).catch(() => undefined);
           let executeJobId: string | undefined;
           if (r.kind === 'approved') {
             try {
@@ -296,17 +297,17 @@ export function createWorkflow(deps: WorkflowDeps) {
     if (d.action === 'reject') {
       const was = await deps.approvals.transition(rec.id, ['pending'], 'rejected');
       if (!was) return { ok: false, text: `plan ${rec.id} is ${rec.status}: too late to reject${rec.status === 'running' || rec.status === 'approved' ? ` (use Cancel, or /etcd cancel ${rec.id}, to stop it)` : ''}` };
-      await audit('approval.rejected', rec.cluster, rec.id, user, {});
+      await audit('approval.rejected', rec.cluster, rec.id, user, { ...identityOf(d.origin) });
       return { ok: true, text: `you rejected plan ${rec.id}; nothing ran`, update: await messageUpdate(rec.id), thread: `Rejected by ${user}. Nothing ran.` };
     }
     // cancel: decided in one script, so a plan that starts running meanwhile still stops.
     const c = await deps.approvals.cancel(rec.id);
     if (c.kind === 'cancelled') {
-      await audit('job.cancelled', rec.cluster, rec.id, user, { before: c.was });
+      await audit('job.cancelled', rec.cluster, rec.id, user, { before: c.was, ...identityOf(d.origin) });
       return { ok: true, text: `you cancelled plan ${rec.id}; nothing ran`, update: await messageUpdate(rec.id), thread: `Cancelled by ${user} before it ran.` };
     }
     if (c.kind === 'requested') {
-      await audit('job.cancel-requested', rec.cluster, rec.id, user, { progress: rec.progress });
+      await audit('job.cancel-requested', rec.cluster, rec.id, user, { progress: rec.progress, ...identityOf(d.origin) });
       return {
         ok: true, text: `plan ${rec.id} will stop after its current step; the thread will say what state it left`,
         update: await messageUpdate(rec.id),
@@ -729,6 +730,17 @@ export function requiredApprovals(command: Pick<CommandDef, 'risk' | 'minApprova
   const policy = cluster.access[risk].approvals ?? (risk === 'destructive' ? 1 : 0);
   // A destructive plan always needs a second person, whatever the config says.
   return Math.max(policy, command.minApprovals ?? 0, risk === 'destructive' ? 1 : 0);
+}
+
+/** A console drill override is recorded as such with every request and decision. */
+function identityOf(o: Origin): { identity?: 'os' | 'override' } {
+  return o.adapter === 'console' && o.identity ? { identity: o.identity } : {};
+}
+
+function withoutResponseUrl(o: Origin): Origin {
+  if (o.adapter !== 'slack' || !o.responseUrl) return o;
+  const { responseUrl: _dropped, ...rest } = o;
+  return rest;
 }
 
 function secs(ms: number): string {

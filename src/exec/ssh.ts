@@ -71,6 +71,8 @@ export interface SshTunnel {
 
 export interface SshSession {
   readonly target: SshTarget;
+  /** False once the connection closed or was lost (a cached tunnel through it is dead too). */
+  isOpen(): boolean;
   exec(cmd: RemoteCommand, opts?: ExecOptions): Promise<ExecResult>;
   /** Reads a whole remote file; REMOTE_FAILED if it is missing, unreadable or over the bound. */
   readFile(path: string, opts?: { maxBytes?: number; timeoutMs?: number }): Promise<Buffer>;
@@ -231,6 +233,7 @@ interface RawResult { code: number | null; signal: string | null; stdout: Buffer
 
 class SessionImpl implements SshSession {
   private closed = false;
+  isOpen(): boolean { return !this.closed; }
   private readonly slots = new Slots(MAX_CHANNELS);
   private readonly tunnels = new Set<SshTunnel>();
   private readonly lost = new Set<(e: MedicError) => void>();

@@ -72,6 +72,7 @@ export class TranscriptSession implements SshSession {
   private readonly recorded: Exchange[] = [];
   private readonly problems: string[] = [];
   private next = 0;
+  isOpen(): boolean { return true; }
 
   constructor(readonly name: string, private readonly clock: StepClock, private readonly replay: Exchange[] | undefined, private readonly setup?: RecordSetup) {
     this.root = join(REC_ROOT, name);
