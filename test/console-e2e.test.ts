@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { LAB_DIR, labConfigPath, leaderName, memberIdsByName, waitLabHealthy } from './support/lab';
+import { LAB_DIR, labConfigPath, leaderName, memberIdsByName, waitLabHealthy, ensureLabHealthy } from './support/lab';
 
 jest.setTimeout(300_000);
 import { TEST_REDIS_URL } from './support/harness';
@@ -39,7 +39,7 @@ function runConsole(input: string, env: Record<string, string> = {}, timeoutMs =
 describe('console adapter', () => {
   beforeAll(async () => {
     if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build (scripts/test.sh does)`);
-    await waitLabHealthy();
+    await ensureLabHealthy();
   });
 
   it('shows the same status as text', async () => {

@@ -6,7 +6,7 @@
  */
 import { createSnapshotStore } from '../src/snapshot/store';
 import { newestVerified } from '../src/snapshot/retention';
-import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, LAB_BOT_CERT, LAB_ENDPOINTS, labFresh, labNode, labSh, pollUntil, run, waitLabHealthy } from './support/lab';
+import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, LAB_BOT_CERT, LAB_ENDPOINTS, labFresh, labNode, labSh, pollUntil, run, waitLabHealthy, ensureLabHealthy } from './support/lab';
 import { Harness, startHarness, TEST_SNAPSHOT_DIR } from './support/harness';
 
 jest.setTimeout(240_000);
@@ -48,7 +48,7 @@ describe('/etcd diagnose lab', () => {
   }
 
   beforeAll(async () => {
-    await waitLabHealthy();
+    await ensureLabHealthy();
     h = await startHarness();
   });
   afterAll(async () => {

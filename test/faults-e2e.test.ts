@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis, { Redis } from 'ioredis';
 import {
-  endpointHealth, hostEtcdctl, LAB_DIR, labConfigPath, labFresh, labNode, labSh, memberList, pollUntil, run, waitLabHealthy,
+  endpointHealth, ensureLabHealthy, hostEtcdctl, LAB_DIR, labConfigPath, labNode, labSh, memberList, pollUntil, run, waitLabHealthy,
 } from './support/lab';
 import { startBot, stopProcess } from './support/processes';
 import { Harness, startHarness, TEST_SNAPSHOT_DIR } from './support/harness';
@@ -50,6 +50,8 @@ const RUNBOOKS: Runbook[] = [
   { name: 'replace-member', steps: 11, ciStep: (_f, i) => [2, 3, 6, 8, 8, 9, 7, 10][i] ?? 5 },
 ];
 
+interface AuditEvent { type: string; data?: Record<string, unknown> }
+
 interface Cell { runbook: string; fault: Fault; step: number; survived: boolean; seconds: number; notes: string }
 
 describe('fault suite', () => {
@@ -74,7 +76,7 @@ describe('fault suite', () => {
   const topUpWorkers = () => { while (workers.size < 2) startWorker(); };
 
   beforeAll(async () => {
-    await labUpHealthy();
+    await ensureLabHealthy();
     redisDir = mkdtempSync(join(tmpdir(), 'medic-faults-redis-'));
     redis = await startRedis(REDIS_PORT, { persistIn: redisDir });
     state = new IORedis(redis.url, { maxRetriesPerRequest: 1, commandTimeout: 2000, retryStrategy: () => 200 });
@@ -98,19 +100,20 @@ describe('fault suite', () => {
     await redis?.stop();
     rmSync(redisDir, { recursive: true, force: true });
     // Leave the lab healthy for the next suite, whatever happened above.
-    await labUpHealthy();
+    await ensureLabHealthy();
   }, 300_000);
 
   const all = process.env.FAULTS === 'all';
-  const matrix: Array<[Runbook, Fault, number]> = [];
+  const matrix: Array<[string, Fault, number]> = [];
   for (const rb of RUNBOOKS) {
     FAULTS.forEach((f, i) => {
-      if (all) for (let k = 1; k <= rb.steps; k++) matrix.push([rb, f, k]);
-      else matrix.push([rb, f, rb.ciStep(f, i)]);
+      if (all) for (let k = 1; k <= rb.steps; k++) matrix.push([rb.name, f, k]);
+      else matrix.push([rb.name, f, rb.ciStep(f, i)]);
     });
   }
 
-  it.each(matrix)('%s survives %s at step %i', async (rb, fault, k) => {
+  it.each(matrix)('%s survives %s at step %i', async (name, fault, k) => {
+    const rb = RUNBOOKS.find((r) => r.name === name)!;
     const started = Date.now();
     const cell: Cell = { runbook: rb.name, fault, step: k, survived: false, seconds: 0, notes: '' };
     cells.push(cell);
@@ -124,7 +127,7 @@ describe('fault suite', () => {
 
   async function runScenario(rb: Runbook, fault: Fault, k: number, cell: Cell): Promise<void> {
     const run = ++runSeq;
-    await labUpHealthy();
+    await ensureLabHealthy();
     topUpWorkers();
     const prefix = `/medic-faults/${run}/`;
     for (let i = 0; i < 20; i++) await hostEtcdctl(['put', `${prefix}${i}`, `v${i}`]);
@@ -137,11 +140,10 @@ describe('fault suite', () => {
     expect((await click(h, plan, 'approve', 'U0BOB')).reply).toMatch(/it runs now/);
 
     // The fault, as step k starts (seen in the audit chain the workers write).
-    const startedEvent = await pollUntil(`step ${k} to start`, async () => {
-      const ev = await events(auditStart).catch(() => []);
+    const startedEvent = await untilEvents(auditStart, `step ${k} to start`, 180_000, 50, (ev) => {
       const job = ev.find((e) => e.type === 'job.started' || e.type === 'job.resumed');
       return ev.some((e) => e.type === 'step.started' && e.data?.index === k) && job ? job : undefined;
-    }, 180_000, 50);
+    });
     const pid = Number(String(startedEvent!.data?.worker ?? '').split(':').pop());
     // Faults of the nodes' side land mid-step, while the step is using its connections.
     if (MID_STEP.includes(fault)) await new Promise((r) => setTimeout(r, 300));
@@ -149,11 +151,7 @@ describe('fault suite', () => {
     topUpWorkers();
 
     // The end: every step done, reported in the thread.
-    await pollUntil('the plan to finish', async () => {
-      const ev = await events(auditStart).catch(() => []);
-      if (ev.some((e) => e.type === 'job.failed')) throw new Error(`the plan failed: ${JSON.stringify(ev.filter((e) => /failed/.test(e.type)).map((e) => e.data))}`);
-      return ev.some((e) => e.type === 'job.succeeded');
-    }, 300_000, 250);
+    await untilEvents(auditStart, 'the plan to finish', 300_000, 250, (ev) => ev.some((e) => e.type === 'job.succeeded') || undefined);
     // Chat may still be catching up (429/500): every step line and the final report arrive.
     await h.fake.waitFor(() => {
       const t = threadText(h, plan.ts);
@@ -192,9 +190,25 @@ describe('fault suite', () => {
     expect(ok.code).toBe(0);
   }
 
-  async function events(from: number): Promise<Array<{ type: string; data?: Record<string, unknown> }>> {
+  /** Polls the audit chain until `pick` finds something; a failed plan ends the wait at once, with its reason. */
+  async function untilEvents<T>(from: number, what: string, timeoutMs: number, everyMs: number, pick: (ev: AuditEvent[]) => T | undefined): Promise<T> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const ev = await events(from).catch(() => undefined); // Redis may be down: that's the fault
+      if (ev) {
+        const failed = ev.find((e) => e.type === 'job.failed');
+        if (failed) throw new Error(`the plan failed while waiting for ${what}: ${JSON.stringify(failed.data)}`);
+        const v = pick(ev);
+        if (v !== undefined) return v;
+      }
+      if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  }
+
+  async function events(from: number): Promise<AuditEvent[]> {
     const lines = await state.lrange(auditKey, from, -1);
-    return lines.map((l) => JSON.parse(l) as { type: string; data?: Record<string, unknown> });
+    return lines.map((l) => JSON.parse(l) as AuditEvent);
   }
 
   async function inject(fault: Fault, pid: number): Promise<void> {
@@ -253,17 +267,6 @@ function runCli(args: string[], env: NodeJS.ProcessEnv) {
 
 async function waitExit(pid: number): Promise<void> {
   await pollUntil(`process ${pid} to exit`, () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 30_000, 50);
-}
-
-/** A healthy 3-member lab; rebuilt from scratch when a scenario left it otherwise. */
-async function labUpHealthy(): Promise<void> {
-  await labSh('up');
-  try {
-    await waitLabHealthy(30_000);
-  } catch {
-    await labFresh();
-    await waitLabHealthy(90_000);
-  }
 }
 
 function printTable(cells: Cell[]): void {

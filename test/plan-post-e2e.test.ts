@@ -3,14 +3,14 @@
  * approve what nobody saw, and the requester is told through the command's response_url.
  */
 import { Harness, LAB_CHANNEL, startHarness } from './support/harness';
-import { waitLabHealthy } from './support/lab';
+import { waitLabHealthy, ensureLabHealthy } from './support/lab';
 
 jest.setTimeout(120_000);
 
 describe('a plan that cannot be posted', () => {
   let h: Harness;
   beforeAll(async () => {
-    await waitLabHealthy();
+    await ensureLabHealthy();
     // Slack answers channel_not_found for the lab channel: the bot was never invited.
     h = await startHarness({ fakeSlack: { channels: (id) => id !== LAB_CHANNEL } });
   });

@@ -3,7 +3,7 @@
  * names force-new-cluster; it is refused on a healthy cluster; with two approvals it
  * re-forms the cluster from the survivor, takes the flag out again and rebuilds the others.
  */
-import { endpointHealth, hostEtcdctl, labNode, labSh, memberList, pollUntil, sshNode, waitLabHealthy } from './support/lab';
+import { endpointHealth, hostEtcdctl, labNode, labSh, memberList, pollUntil, sshNode, waitLabHealthy, ensureLabHealthy } from './support/lab';
 import { blocksText, Harness, LAB_CHANNEL, startHarness } from './support/harness';
 import { click, currentMessage, threadText, waitPlanMessage } from './support/plans';
 
@@ -12,7 +12,7 @@ jest.setTimeout(300_000);
 describe('quorum lost (lab)', () => {
   let h: Harness;
   beforeAll(async () => {
-    await waitLabHealthy();
+    await ensureLabHealthy();
     h = await startHarness({
       mutateConfig: (c) => { c.clusters.find((x) => x.name === 'lab')!.access.destructive.approvers = ['U0BOB', 'U0CAROL']; },
     });

@@ -16,7 +16,7 @@ import { saveSnapshot } from '../src/snapshot/save';
 import { createSnapshotStore, SnapshotRecord } from '../src/snapshot/store';
 import {
   endpointHealth, hostEtcdctl, labConfigPath, labFresh, labNode, labSh, memberIdsByName, memberList, pollUntil, waitLabHealthy,
-  LAB_BOT_CERT, LAB_DIR, LAB_NODES,
+  LAB_BOT_CERT, LAB_DIR, LAB_NODES, ensureLabHealthy,
 } from './support/lab';
 import { blocksText, Harness, LAB_CHANNEL, startHarness, TEST_REDIS_URL, TEST_SNAPSHOT_DIR } from './support/harness';
 import { click, currentMessage, planIdOf, threadText, waitPlanMessage } from './support/plans';
@@ -132,7 +132,7 @@ describe('restore from a snapshot (lab)', () => {
   const procs: ChildProcess[] = [];
 
   beforeAll(async () => {
-    await waitLabHealthy();
+    await ensureLabHealthy();
     h = await startHarness({
       queueName: await freshQueue(`restore-${process.pid}-${Date.now()}`),
       mutateConfig: (c) => {

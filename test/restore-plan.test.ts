@@ -92,7 +92,7 @@ describe('restore plan', () => {
     expect(facts['Taken at']).toBe('2024-05-01T03:00:00.000Z from node2 (member 91bc3c398fb3c146), etcd 3.5.15');
     expect(p.facts.find((f) => f.label === 'Snapshot age')).toMatchObject({ value: '12 min', volatile: true });
     expect(p.warnings.join('\n')).toMatch(/With etcd 3\.4 tooling \(etcdctl, no etcdutl\) the revision is NOT bumped and goes back to 4711: Kubernetes watch caches may then serve stale data/);
-    expect(p.warnings.join('\n')).toMatch(/moved aside to \/var\/lib\/etcd\/member\.medic-job-<plan> \(kept, not deleted/);
+    expect(p.warnings.join('\n')).toMatch(/moved aside to \/var\/lib\/etcd\/member\.medic-job-<plan>-<time> \(kept, not deleted/);
   });
 
   it('--mode single: the first node restored alone and verified, then the add-member flow for the others, then a final verify', () => {

@@ -7,7 +7,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
-import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, labNode, labSh, memberIdsByName, memberList, pollUntil, run, waitLabHealthy, LAB_DIR, labConfigPath } from './support/lab';
+import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, labNode, labSh, memberIdsByName, memberList, pollUntil, run, waitLabHealthy, LAB_DIR, labConfigPath, ensureLabHealthy } from './support/lab';
 import { startBot, stopProcess } from './support/processes';
 import { Harness, LAB_CHANNEL, startHarness, TEST_REDIS_URL, TEST_SNAPSHOT_DIR } from './support/harness';
 import { click, threadText, waitPlanMessage } from './support/plans';
@@ -24,7 +24,7 @@ describe('a worker killed in the middle of add-member', () => {
   let env: Record<string, string>;
 
   beforeAll(async () => {
-    await waitLabHealthy();
+    await ensureLabHealthy();
     // The web side only: plans and executions run in the worker processes below.
     h = await startHarness({
       worker: false,

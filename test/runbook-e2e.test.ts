@@ -4,7 +4,7 @@
  * the lab's nodes over SSH and the etcd API; what users see read back from the fake Slack.
  * Cluster facts are checked with host-side etcdctl, independently of the bot.
  */
-import { endpointHealth, hostEtcdctl, labSh, leaderName, memberIdsByName, memberList, pollUntil, waitLabHealthy, labNode } from './support/lab';
+import { endpointHealth, hostEtcdctl, labSh, leaderName, memberIdsByName, memberList, pollUntil, waitLabHealthy, labNode, ensureLabHealthy } from './support/lab';
 import { blocksText, Harness, LAB_CHANNEL, startHarness } from './support/harness';
 import { click, currentMessage, planIdOf, threadText, waitPlanMessage } from './support/plans';
 
@@ -22,7 +22,7 @@ const now = () => new Date(Date.now() + clockOffsetMs);
 describe('runbooks with approvals (lab)', () => {
   let h: Harness;
   beforeAll(async () => {
-    await waitLabHealthy();
+    await ensureLabHealthy();
     h = await startHarness({
       now,
       mutateConfig: (c) => {

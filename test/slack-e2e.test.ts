@@ -4,7 +4,7 @@
  */
 import { startHarness, Harness } from './support/harness';
 import { startRedis, RedisServer } from './support/redis';
-import { waitLabHealthy } from './support/lab';
+import { waitLabHealthy, ensureLabHealthy } from './support/lab';
 import { openSshFingerprint } from '../src/exec/ssh';
 
 async function jobCount(h: Harness): Promise<number> {
@@ -15,7 +15,7 @@ async function jobCount(h: Harness): Promise<number> {
 describe('Slack requests that must not run', () => {
   let h: Harness;
   beforeAll(async () => {
-    await waitLabHealthy();
+    await ensureLabHealthy();
     h = await startHarness();
   });
   afterAll(async () => { await h?.stop(); });

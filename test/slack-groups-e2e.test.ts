@@ -4,7 +4,7 @@
  */
 import { Harness, LAB_CHANNEL, startHarness } from './support/harness';
 import { click, waitPlanMessage } from './support/plans';
-import { waitLabHealthy } from './support/lab';
+import { waitLabHealthy, ensureLabHealthy } from './support/lab';
 import type { MedicConfig } from '../src/config/schema';
 
 jest.setTimeout(120_000);
@@ -16,7 +16,7 @@ const byGroups = (c: MedicConfig) => {
 
 describe('user groups in access rules', () => {
   let h: Harness | undefined;
-  beforeAll(async () => { await waitLabHealthy(); });
+  beforeAll(async () => { await ensureLabHealthy(); });
   afterEach(async () => { await h?.stop(); h = undefined; });
 
   it('lets group members request and approve, and refuses everyone else', async () => {

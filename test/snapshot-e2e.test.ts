@@ -13,7 +13,7 @@ import { inspectSnapshot, parseSnapshotStatus } from '../src/snapshot/inspect';
 import type { SnapshotRecord } from '../src/snapshot/store';
 import { scheduledSnapshotJob, scheduleSnapshots, SNAPSHOT_SCHEDULER_PREFIX } from '../src/queue/scheduler';
 import { Harness, startHarness, TEST_SNAPSHOT_DIR } from './support/harness';
-import { hostEtcdctl, LAB_BOT_CERT, labNode, labSh, pollUntil, run, sshNode, waitLabHealthy } from './support/lab';
+import { hostEtcdctl, LAB_BOT_CERT, labNode, labSh, pollUntil, run, sshNode, waitLabHealthy, ensureLabHealthy } from './support/lab';
 
 jest.setTimeout(300_000);
 
@@ -44,7 +44,7 @@ describe('snapshots (lab)', () => {
   const taken: Array<{ id: string; node: string }> = [];
 
   beforeAll(async () => {
-    await waitLabHealthy();
+    await ensureLabHealthy();
     h = await startHarness({
       mutateConfig: (c) => { c.clusters.find((x) => x.name === 'lab')!.snapshots.copyOnNode = true; },
     });

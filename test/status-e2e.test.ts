@@ -3,7 +3,7 @@
  * BullMQ worker on a real Redis, SSH into the lab's sshd, the etcd API through tunnels,
  * and the message read back from the fake Slack Web API.
  */
-import { labSh, memberIdsByName, leaderName, waitLabHealthy } from './support/lab';
+import { labSh, memberIdsByName, leaderName, waitLabHealthy, ensureLabHealthy } from './support/lab';
 import { startHarness, Harness } from './support/harness';
 
 /** The table row of a node, as shown in the message: "node3  <id>  <role>  <health> …". */
@@ -17,7 +17,7 @@ function rowOf(text: string, node: string): string {
 describe('/etcd status lab', () => {
   let h: Harness;
   beforeAll(async () => {
-    await waitLabHealthy();
+    await ensureLabHealthy();
     h = await startHarness();
   });
   afterAll(async () => {

@@ -53,6 +53,12 @@ export interface ActionContext {
    * adds the step's timeout. Checked by every remote command and etcd call of `res`.
    */
   signal?: AbortSignal;
+  /**
+   * Names what this plan leaves on nodes (data moved aside, config backups): the plan id and
+   * its creation time, so a Redis that lost its data and numbers plans from 1 again never
+   * collides with an earlier plan's leftovers. @defaultValue `job-<planId>`
+   */
+  tag?: string;
   /** Overrides of the class timeouts (fault tests and drills). @defaultValue STEP_TIMEOUT_MS */
   stepTimeoutMs?: Partial<typeof STEP_TIMEOUT_MS>;
 }
@@ -86,6 +92,9 @@ export const STEP_TIMEOUT_MS = { change: 60_000, wait: 180_000 };
 export { memberOf, assertNotLiveMember, str };
 
 export type Action = (step: StepSpec, ctx: ActionContext) => Promise<StepOutcome>;
+
+/** The plan's tag for what it leaves on nodes. */
+export const tagOf = (ctx: Pick<ActionContext, 'tag' | 'planId'>) => ctx.tag ?? `job-${ctx.planId}`;
 
 const sleepOf = (ctx: ActionContext) => ctx.sleep ?? ((ms: number) => abortableSleep(ms, ctx.signal));
 
@@ -218,7 +227,7 @@ const actions: Partial<Record<ActionName, Action>> = {
     // Never touch the data of a member that is still in the cluster: check it is gone first.
     if (step.params.force !== true) await assertNotLiveMember(ctx, node, 'move aside the data of');
     const rt = await ctx.res.runtime(node);
-    const r = await rt.moveDataAside(`job-${ctx.planId}`);
+    const r = await rt.moveDataAside(tagOf(ctx));
     return r.movedTo
       ? { status: 'done', detail: `old data on ${node} moved to ${r.movedTo} (kept, not deleted)` }
       : { status: 'skipped', detail: `${node} had no etcd data to move` };
@@ -280,7 +289,7 @@ const actions: Partial<Record<ActionName, Action>> = {
     doc.set('--initial-cluster-state', 'existing');
     // Left in place it would re-form a one-member cluster at every restart.
     doc.remove('--force-new-cluster');
-    const w = await rt.writeConfig(doc, `job-${ctx.planId}`);
+    const w = await rt.writeConfig(doc, tagOf(ctx));
     return { status: 'done', detail: `${w.path}${derived}: --initial-cluster-state=existing, --initial-cluster=${initialCluster}${w.backup ? `; backup ${w.backup}` : ''}` };
   },
 

@@ -7,7 +7,7 @@ import { MedicError } from '../engine/errors';
 import type { ActionName } from '../engine/plan';
 import { sh } from '../exec/shell';
 import type { Action } from './actions';
-import { poll, str, STEP_TIMEOUT_MS } from './actions';
+import { poll, str, STEP_TIMEOUT_MS, tagOf } from './actions';
 
 /** The flags this action may set or remove: nothing typed in chat picks a flag. */
 const SETTABLE_FLAGS = new Set(['--force-new-cluster']);
@@ -20,7 +20,7 @@ export const quorumActions: Partial<Record<ActionName, Action>> = {
     const rt = await ctx.res.runtime(node);
     if ((await rt.state()).running) throw new MedicError('UNSAFE', `etcd still runs on ${node}: a copy of a live data dir may be torn; stop it first`);
     const src = `${ctx.res.cluster.paths.dataDir}/member`;
-    const dst = `${ctx.res.cluster.paths.dataDir}/member.medic-copy-job-${ctx.planId}`;
+    const dst = `${ctx.res.cluster.paths.dataDir}/member.medic-copy-${tagOf(ctx)}`;
     const session = await ctx.res.session(node);
     const r = await session.exec(sh`test -d ${src} || exit 3; if test -d ${dst}; then exit 10; fi; rm -rf ${`${dst}.partial`} && cp -a ${src} ${`${dst}.partial`} && sync && mv ${`${dst}.partial`} ${dst} && du -sh ${dst}`,
       { timeoutMs: STEP_TIMEOUT_MS.wait - 10_000 });
@@ -45,7 +45,7 @@ export const quorumActions: Partial<Record<ActionName, Action>> = {
       return { status: 'skipped', detail: `${node}: ${flag} already ${remove ? 'absent' : 'present'} (${current.place} config)` };
     }
     if (remove) current.doc.remove(flag); else current.doc.set(flag);
-    const w = await rt.writeConfig(current.doc, `job-${ctx.planId}`);
+    const w = await rt.writeConfig(current.doc, tagOf(ctx));
     const after = await rt.readConfig();
     const now = after?.doc.flag(flag) !== undefined;
     if (now === remove) throw new MedicError('REMOTE_FAILED', `${node}: ${flag} is still ${remove ? 'present' : 'absent'} in ${w.path} after writing it`);

@@ -16,7 +16,7 @@ import { PrepareOptions, prepareRestore, PrepareResult, RestoreMember, RestoreMe
 import { inspectSnapshot } from '../snapshot/inspect';
 import type { SnapshotRecord, SnapshotStore } from '../snapshot/store';
 import type { Action, ActionContext } from './actions';
-import { memberOf, poll, str } from './actions';
+import { memberOf, poll, str, tagOf } from './actions';
 
 /** Output keys: what prepareData made, read by installData (and by a regeneration elsewhere). */
 const OUT = {
@@ -246,7 +246,7 @@ export const restoreActions: Partial<Record<ActionName, Action>> = {
     for (const [f, v] of flags) doc.set(f, v);
     // Left in place it would re-form a one-member cluster at every restart.
     doc.remove('--force-new-cluster');
-    const w = await rt.writeConfig(doc, `job-${ctx.planId}`);
+    const w = await rt.writeConfig(doc, tagOf(ctx));
     return { status: 'done', detail: `${w.path}${derived}: --initial-cluster-state=new, --initial-cluster=${str(step, 'initialCluster')}, --initial-cluster-token=${str(step, 'token')}${w.backup ? `; backup ${w.backup}` : ''}` };
   },
 

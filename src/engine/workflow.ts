@@ -481,6 +481,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         let outcome!: StepOutcome;
         const stepCtx = {
           planId: rec.id, requester: rec.requester, outputs: exec.outputs, snapshots: deps.snapshots, signal: abort.signal,
+          tag: `job-${rec.id}-${rec.createdAt.replace(/[-:]/g, '').slice(0, 15)}`,
           progress: (text: string) => {
             void deps.approvals.setExtra(rec.id, { progress: `${label} — ${text}` })
               .then(() => updateMessage(rec.id, exec.states)).catch(() => undefined);

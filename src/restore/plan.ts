@@ -126,9 +126,9 @@ function warnings(state: PlanState, rec: SnapshotRecord, mode: RestoreMode): str
   const serving = state.summary.members.filter((m) => m.healthy && m.node).map((m) => m.node!);
   if (serving.length) {
     out.push(`etcd still serves data on ${serving.join(', ')}: the restore replaces it with the snapshot's, and every write after ${rec.createdAt} is lost. `
-      + `Each node's current ${dataDir}/member is moved aside to ${dataDir}/member.medic-job-<plan> (kept, not deleted)`);
+      + `Each node's current ${dataDir}/member is moved aside to ${dataDir}/member.medic-job-<plan>-<time> (kept, not deleted)`);
   } else {
-    out.push(`each node's current ${dataDir}/member, if any, is moved aside to ${dataDir}/member.medic-job-<plan> (kept, not deleted; clear it once the cluster is good)`);
+    out.push(`each node's current ${dataDir}/member, if any, is moved aside to ${dataDir}/member.medic-job-<plan>-<time> (kept, not deleted; clear it once the cluster is good)`);
   }
   out.push(`the revision is bumped only when the bot's host has etcdutl (etcd ≥ 3.5). With etcd 3.4 tooling (etcdctl, no etcdutl) the revision is NOT bumped and goes back to ${rec.revision}: `
     + 'Kubernetes watch caches may then serve stale data. Restart every kube-apiserver after the restore either way');

@@ -207,6 +207,26 @@ export async function waitLabHealthy(timeoutMs = 60_000): Promise<void> {
 }
 
 /**
+ * What every lab suite starts from (issue 8, item 10): three healthy voting members, no
+ * learner. Whatever an earlier suite (or a failed test) left behind is mended: `lab.sh up`
+ * brings back stopped nodes and manifests; a lab that still isn't healthy is rebuilt fresh.
+ */
+export async function ensureLabHealthy(): Promise<void> {
+  const healthy = async () => {
+    const members = await memberList();
+    return members.length === LAB_NODES.length && members.every((m) => m.status === 'started' && m.name && !m.isLearner)
+      && Object.values(await endpointHealth()).every(Boolean);
+  };
+  await labSh('up');
+  try {
+    await pollUntil('a healthy lab (3 voters, no learner)', healthy, 30_000, 500);
+  } catch {
+    await labFresh();
+    await pollUntil('a healthy lab after a fresh start', healthy, 90_000, 500);
+  }
+}
+
+/**
  * Run a command on a lab node through the real OpenSSH client, as the bot would (its key,
  * root, pinned host keys). Never rejects on the remote exit status.
  */
