@@ -16,12 +16,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis, { Redis } from 'ioredis';
 import {
-  endpointHealth, ensureLabHealthy, hostEtcdctl, LAB_DIR, labConfigPath, labNode, labSh, memberList, pollUntil, run, waitLabHealthy,
+  endpointHealth, ensureLabHealthy, hostEtcdctl, LAB_BOT_CERT, LAB_DIR, labConfigPath, labNode, labSh, memberList, pollUntil, run, waitLabHealthy,
 } from './support/lab';
 import { startBot, stopProcess } from './support/processes';
 import { Harness, startHarness, TEST_SNAPSHOT_DIR } from './support/harness';
 import { click, threadText, waitPlanMessage } from './support/plans';
 import { startRedis, RedisServer } from './support/redis';
+import { createEtcdMemberClient } from '../src/exec/etcd-client';
+import { saveSnapshot } from '../src/snapshot/save';
+import { createSnapshotStore } from '../src/snapshot/store';
 
 jest.setTimeout(60 * 60_000);
 
@@ -39,15 +42,118 @@ const EVIDENCE: Partial<Record<Fault, RegExp>> = {
   'worker SIGTERM': /job\.handed-over[\s\S]*job\.resumed|job\.resumed[\s\S]*job\.handed-over/,
 };
 
+/** A runbook under test: how to break the lab for it, what to type, who approves, what to check after. */
 interface Runbook {
   name: string;
   steps: number;
-  /** The boundary each fault is injected at in the CI subset (1-based step index). */
-  ciStep: (f: Fault, i: number) => number;
+  /** The boundary each fault is injected at in the CI subset (1-based step index); undefined: not in CI. */
+  ciStep: (f: Fault, i: number) => number | undefined;
+  /** Breaks the lab the way the runbook repairs; returns the command to type and the checks of the end state. */
+  prepare(run: number): Promise<{ text: string; approvers: string[]; check(): Promise<void> }>;
 }
+
+const BOB = 'U0BOB';
+const CAROL = 'U0CAROL';
+const snapshots = createSnapshotStore({ dir: TEST_SNAPSHOT_DIR });
+
+async function putKeys(prefix: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i += 10) {
+    await Promise.all(Array.from({ length: Math.min(10, n - i) }, (_, j) => hostEtcdctl(['put', `${prefix}${i + j}`, `v${i + j}`])));
+  }
+}
+
+async function keysOn(node: string, prefix: string): Promise<number> {
+  return (await hostEtcdctl(['get', '--prefix', prefix, '--keys-only'], [labNode(node).clientUrl])).split('\n').filter(Boolean).length;
+}
+
+/** Three voters named node1..3, one per node, no learner, all healthy, `n` keys under `prefix` on every node. */
+async function expectWhole(prefix: string, n: number): Promise<void> {
+  await waitLabHealthy(60_000);
+  const members = await memberList();
+  expect(members.map((m) => m.name).sort()).toEqual(['node1', 'node2', 'node3']);
+  expect(members.filter((m) => m.isLearner)).toHaveLength(0);
+  for (const node of ['node1', 'node2', 'node3']) expect(members.filter((m) => m.peerUrls.includes(labNode(node).peerUrl))).toHaveLength(1);
+  expect(Object.values(await endpointHealth())).toEqual([true, true, true]);
+  for (const node of ['node1', 'node2', 'node3']) expect({ node, keys: await keysOn(node, prefix) }).toEqual({ node, keys: n });
+}
+
+/** A verified snapshot of `n` keys in the workers' store, then every node's data gone (etcd re-forms an empty cluster). */
+async function snapshotThenLoseEverything(prefix: string, n: number): Promise<string> {
+  await putKeys(prefix, n);
+  const c = createEtcdMemberClient({
+    endpoint: labNode('node1').clientUrl, deadlineMs: 10_000, label: 'node1',
+    tls: { ca: readFileSync(LAB_BOT_CERT.ca), cert: readFileSync(LAB_BOT_CERT.cert), key: readFileSync(LAB_BOT_CERT.key) },
+  });
+  let id: string;
+  try {
+    id = (await saveSnapshot({ client: c, store: snapshots, cluster: 'lab', node: 'node1', requester: 'U0ALICE', reason: 'fault suite', kind: 'manual' })).id;
+  } finally {
+    c.close();
+  }
+  for (const node of ['node1', 'node2', 'node3']) await labSh('wipe-data', node);
+  await waitLabHealthy(90_000);
+  expect(await keysOn('node1', prefix)).toBe(0);
+  return id;
+}
+
 const RUNBOOKS: Runbook[] = [
-  // replace-member: 1 snapshot, 2 remove, 3 stop, 4 move data, 5 pki, 6 add learner, 7 config, 8 start, 9 catch up, 10 promote, 11 verify
-  { name: 'replace-member', steps: 11, ciStep: (_f, i) => [2, 3, 6, 8, 8, 9, 7, 10][i] ?? 5 },
+  {
+    // 1 snapshot, 2 remove, 3 stop, 4 move data, 5 pki, 6 add learner, 7 config, 8 start, 9 catch up, 10 promote, 11 verify
+    name: 'replace-member', steps: 11, ciStep: (_f, i) => [2, 3, 6, 8, 8, 9, 7, 10][i],
+    async prepare(run) {
+      const prefix = `/medic-faults/${run}/`;
+      await putKeys(prefix, 20);
+      const oldId = (await memberList()).find((m) => m.name === 'node3')!.id;
+      return {
+        text: 'replace-member lab node3', approvers: [BOB],
+        check: async () => {
+          await expectWhole(prefix, 20);
+          expect((await memberList()).find((m) => m.name === 'node3')!.id).not.toBe(oldId);
+        },
+      };
+    },
+  },
+  {
+    // 1 verify file, 2-4 stop, 5-7 move data, 8 prepare, 9-11 install, 12-14 config, 15-17 start, 18 verify
+    name: 'restore --mode all', steps: 18,
+    ciStep: (f) => ({ 'worker SIGKILL': 10, 'Redis unreachable': 16, 'SSH dropped': 9 } as Partial<Record<Fault, number>>)[f],
+    async prepare(run) {
+      const prefix = `/medic-faults/${run}/`;
+      const id = await snapshotThenLoseEverything(prefix, 30);
+      return { text: `restore lab ${id} --mode all`, approvers: [BOB, CAROL], check: () => expectWhole(prefix, 30) };
+    },
+  },
+  {
+    name: 'restore --mode single', steps: 31,
+    ciStep: (f) => (f === 'worker SIGTERM' ? 14 : undefined),
+    async prepare(run) {
+      const prefix = `/medic-faults/${run}/`;
+      const id = await snapshotThenLoseEverything(prefix, 30);
+      return { text: `restore lab ${id} --mode single`, approvers: [BOB, CAROL], check: () => expectWhole(prefix, 30) };
+    },
+  },
+  {
+    // 9 steps on the survivor, 8 per node added back, one final check
+    name: 'force-new-cluster', steps: 9 + 2 * 8 + 1,
+    ciStep: (f) => ({ 'worker SIGKILL': 5, 'node dies': 14 } as Partial<Record<Fault, number>>)[f],
+    async prepare(run) {
+      const prefix = `/medic-faults/${run}/`;
+      await putKeys(prefix, 20);
+      for (const n of ['node2', 'node3']) {
+        await labSh('stop-etcd', n);
+        await labSh('exec', n, '--', 'rm', '-rf', '/var/lib/etcd/member');
+      }
+      await pollUntil('node1 without quorum', async () => (await endpointHealth([labNode('node1').clientUrl]))[labNode('node1').clientUrl] === false, 60_000, 500);
+      return {
+        text: 'force-new-cluster lab node1', approvers: [BOB, CAROL],
+        check: async () => {
+          await expectWhole(prefix, 20);
+          const manifest = await labSh('exec', 'node1', '--', 'cat', '/etc/kubernetes/manifests/etcd.yaml');
+          expect(manifest).not.toContain('--force-new-cluster');
+        },
+      };
+    },
+  },
 ];
 
 interface AuditEvent { type: string; data?: Record<string, unknown> }
@@ -107,8 +213,9 @@ describe('fault suite', () => {
   const matrix: Array<[string, Fault, number]> = [];
   for (const rb of RUNBOOKS) {
     FAULTS.forEach((f, i) => {
+      const ci = rb.ciStep(f, i);
       if (all) for (let k = 1; k <= rb.steps; k++) matrix.push([rb.name, f, k]);
-      else matrix.push([rb.name, f, rb.ciStep(f, i)]);
+      else if (ci !== undefined) matrix.push([rb.name, f, ci]);
     });
   }
 
@@ -129,15 +236,15 @@ describe('fault suite', () => {
     const run = ++runSeq;
     await ensureLabHealthy();
     topUpWorkers();
-    const prefix = `/medic-faults/${run}/`;
-    for (let i = 0; i < 20; i++) await hostEtcdctl(['put', `${prefix}${i}`, `v${i}`]);
-    const oldId = (await memberList()).find((m) => m.name === 'node3')!.id;
+    const { text, approvers, check } = await rb.prepare(run);
     const auditStart = await state.llen(auditKey);
 
     const seen = h.fake.messages('CLAB00001').length;
-    await h.slash('replace-member lab node3', { user: 'U0ALICE' });
-    const plan = await waitPlanMessage(h, /etcd replace-member — lab/, seen, 60_000);
-    expect((await click(h, plan, 'approve', 'U0BOB')).reply).toMatch(/it runs now/);
+    await h.slash(text, { user: 'U0ALICE' });
+    const plan = await waitPlanMessage(h, new RegExp(`etcd ${text.split(' ')[0]} — lab`), seen, 120_000);
+    for (const [i, who] of approvers.entries()) {
+      expect((await click(h, plan, 'approve', who)).reply).toMatch(i === approvers.length - 1 ? /it runs now/ : /more approval/);
+    }
 
     // The fault, as step k starts (seen in the audit chain the workers write).
     const startedEvent = await untilEvents(auditStart, `step ${k} to start`, 180_000, 50, (ev) => {
@@ -155,19 +262,11 @@ describe('fault suite', () => {
     // Chat may still be catching up (429/500): every step line and the final report arrive.
     await h.fake.waitFor(() => {
       const t = threadText(h, plan.ts);
-      return /done: all 11 steps ran/.test(t) && Array.from({ length: rb.steps }, (_, i) => i + 1).every((i) => new RegExp(`step ${i}/${rb.steps}`).test(t)) || undefined;
+      return new RegExp(`done: all ${rb.steps} steps ran`).test(t) && Array.from({ length: rb.steps }, (_, i) => i + 1).every((i) => new RegExp(`step ${i}/${rb.steps}`).test(t)) || undefined;
     }, 120_000);
 
     // The cluster, checked independently of the bot.
-    await waitLabHealthy(60_000);
-    const members = await memberList();
-    expect(members).toHaveLength(3);
-    expect(members.filter((m) => m.isLearner)).toHaveLength(0);
-    for (const n of ['node1', 'node2', 'node3']) expect(members.filter((m) => m.peerUrls.includes(labNode(n).peerUrl))).toHaveLength(1);
-    expect(members.find((m) => m.name === 'node3')!.id).not.toBe(oldId);
-    expect(Object.values(await endpointHealth())).toEqual([true, true, true]);
-    const keys = await hostEtcdctl(['get', '--prefix', prefix, '--keys-only'], [labNode('node3').clientUrl]);
-    expect(keys.split('\n').filter(Boolean)).toHaveLength(20);
+    await check();
 
     // No step done twice; every step accounted for.
     const ev = await events(auditStart);
@@ -250,11 +349,11 @@ describe('fault suite', () => {
         return;
       }
       case 'Slack 429': {
-        for (const m of ['chat.postMessage', 'chat.update']) h.fake.failNext(m, ...Array.from({ length: 4 }, () => ({ status: 429, retryAfter: 1 })));
+        for (const m of ['chat.postMessage', 'chat.update']) h.fake.failNext(m, ...Array.from({ length: 3 }, () => ({ status: 429, retryAfter: 1 })));
         return;
       }
       case 'Slack 500': {
-        for (const m of ['chat.postMessage', 'chat.update']) h.fake.failNext(m, ...Array.from({ length: 4 }, () => ({ status: 500 })));
+        for (const m of ['chat.postMessage', 'chat.update']) h.fake.failNext(m, ...Array.from({ length: 3 }, () => ({ status: 500 })));
         return;
       }
     }

@@ -87,6 +87,15 @@ describe('workflow', () => {
   const make = (access: Record<string, unknown> = DESTRUCTIVE) => { const f = fixture(access); fixtures.push(f); return f; };
   afterAll(async () => { for (const f of fixtures) f.redis.disconnect(); });
 
+  /** replace-member node3 planned by Alice and approved by Bob: its execution is queued. */
+  async function approvedReplace(): Promise<Fixture> {
+    const f = make();
+    f.state.d = { down: ['node3'] };
+    await planned(f, 'replace-member node3');
+    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
+    return f;
+  }
+
   async function planned(f: Fixture, text: string, user = 'U0ALICE', jobId = '7') {
     const [command, ...args] = text.split(' ');
     const def = commands.find((c) => c.id === command)!;
@@ -222,10 +231,7 @@ describe('workflow', () => {
   });
 
   it('on shutdown, hands a running plan over at the next step boundary: checkpointed, lease released, resumed elsewhere', async () => {
-    const f = make();
-    f.state.d = { down: ['node3'] };
-    await planned(f, 'replace-member node3');
-    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
+    const f = await approvedReplace();
     let release!: () => void;
     f.gates.set(2, new Promise<void>((r) => { release = r; }));
     const checkpoints: ExecCheckpoint[] = [];
@@ -269,10 +275,7 @@ describe('workflow', () => {
   });
 
   it('a step still running after the shutdown grace is aborted and handed over to run again', async () => {
-    const f = make();
-    f.state.d = { down: ['node3'] };
-    await planned(f, 'replace-member node3');
-    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
+    const f = await approvedReplace();
     f.gates.set(1, new Promise<void>(() => undefined)); // step 2 never ends by itself
     const checkpoints: ExecCheckpoint[] = [];
     const running = f.wf.executeJob(f.enqueued[0].job, 'x1', io(checkpoints)).then(() => undefined, (e: unknown) => e);
@@ -290,10 +293,7 @@ describe('workflow', () => {
 
   it('a cancel that races the start of execution is never lost', async () => {
     for (let round = 0; round < 5; round++) {
-      const f = make();
-      f.state.d = { down: ['node3'] };
-      await planned(f, 'replace-member node3');
-      await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
+      const f = await approvedReplace();
       // Cancel and the worker's claim of the plan at the same moment.
       const [cancel, report] = await Promise.all([
         f.wf.decide({ action: 'cancel', planId: '1', origin: slack('U0ALICE') }),
