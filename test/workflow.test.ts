@@ -9,6 +9,7 @@ import { createAuditLog } from '../src/audit/audit-log';
 import { commands } from '../commands';
 import { configSchema, MedicConfig } from '../src/config/schema';
 import { createApprovalStore } from '../src/engine/approvals';
+import { MedicError } from '../src/engine/errors';
 import type { StepSpec } from '../src/engine/plan';
 import type { ChatSurface, ExecCheckpoint, JobRequest, Origin } from '../src/engine/types';
 import { createWorkflow, ExecutionResources } from '../src/engine/workflow';
@@ -306,5 +307,51 @@ describe('workflow', () => {
       expect(f.ran.length).toBeLessThan(11);
       expect(report.verdict?.text ?? '').not.toMatch(/^done/);
     }
+  });
+
+  it('a step that fails for a transient reason runs again on fresh connections; a refusal does not', async () => {
+    const f = await approvedReplace();
+    let opened = 0;
+    let failures = 2;
+    const wf = createWorkflow({
+      config: f.config, commands, approvals: f.approvals, locks: f.locks, audit: f.audit,
+      surfaces: { slack: { post: async () => undefined, update: async () => undefined, thread: async () => undefined } },
+      probe: async (c) => snapshotOf(c, f.state.d), enqueueExecution: async (_j, id) => id,
+      openResources: () => {
+        opened++;
+        return {
+          async run(step: StepSpec) {
+            // Step 3 loses its SSH connection twice (sshd restarted under it), then works.
+            if (step.action === 'node.stopEtcd' && failures-- > 0) throw new MedicError('SSH_UNREACHABLE', 'ssh root@node3: connection lost', true);
+            f.ran.push(`${step.action} ${step.node ?? ''}`.trim());
+            return { status: 'done', detail: 'ran' };
+          },
+          takeCommands: () => [], close: async () => undefined,
+        };
+      },
+    });
+    const report = await wf.executeJob(f.enqueued[0].job, 'x1', io());
+    expect(report.verdict?.text).toMatch(/^done/);
+    expect(f.ran).toHaveLength(11);
+    expect(opened).toBe(3); // fresh connections for each retry
+    const retried = (await f.audit.recent({ limit: 100 })).filter((e) => e.type === 'step.retried');
+    expect(retried.map((e) => e.data?.attempt)).toEqual([1, 2]);
+
+    const g = await approvedReplace();
+    const refusing = createWorkflow({
+      config: g.config, commands, approvals: g.approvals, locks: g.locks, audit: g.audit,
+      surfaces: { slack: { post: async () => undefined, update: async () => undefined, thread: async () => undefined } },
+      probe: async (c) => snapshotOf(c, g.state.d), enqueueExecution: async (_j, id) => id,
+      openResources: () => ({
+        async run(step: StepSpec) {
+          if (step.action === 'etcd.memberRemove') throw new MedicError('UNSAFE', 'removing it would lose quorum');
+          return { status: 'done', detail: 'ran' };
+        },
+        takeCommands: () => [], close: async () => undefined,
+      }),
+    });
+    const refused = await refusing.executeJob(g.enqueued[0].job, 'x1', io());
+    expect(refused.verdict?.text).toMatch(/failed at step 2\/11.*would lose quorum/);
+    expect((await g.audit.recent({ limit: 100 })).filter((e) => e.type === 'step.retried')).toHaveLength(0);
   });
 });
