@@ -48,6 +48,11 @@ const BACKOFF_RESET_AFTER_MS = 10000;
 const KEEP_POD_DIRS = 3;
 /** Log files kept per pod (current + previous, as kubelet). */
 const KEEP_LOGS_PER_POD = 2;
+/**
+ * The etcd the "image" ships: Debian's by default; LAB_ETCD_BIN (an absolute path to another
+ * build, e.g. etcd 3.5 unpacked from Debian's newer packages) stands in for a newer image.
+ */
+const ETCD_BIN = process.env.LAB_ETCD_BIN || '';
 const CONTAINER_ENV = {
   PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
   HOME: '/root',
@@ -219,7 +224,8 @@ function startContainer(pod) {
   const se = criWriter(out, 'stderr');
   log(`starting container etcd ${pod.containerId.slice(0, 13)} (pod uid ${pod.uid}, restartCount ${pod.restartCount}): ${pod.argv.join(' ')}`);
   pod.startedAt = Date.now();
-  const proc = spawn(pod.argv[0], pod.argv.slice(1), { cwd: '/', env: CONTAINER_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+  const bin = pod.argv[0] === 'etcd' && ETCD_BIN ? ETCD_BIN : pod.argv[0];
+  const proc = spawn(bin, pod.argv.slice(1), { cwd: '/', env: CONTAINER_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
   pod.proc = proc;
   /** @type {(v: void) => void} */
   let resolveExit = () => {};

@@ -27,6 +27,9 @@
 #   stop-node N [--kill]  kill everything of node N (sshd, sessions, kubelet-lite, etcd):
 #                      SIGTERM then SIGKILL after 5 s; --kill: SIGKILL at once (power loss)
 #   start-node N       start node N again with the same data and config
+# Env LAB_ETCD_BIN=/abs/path/etcd: the nodes run that etcd (e.g. 3.5 from Debian's newer
+#   packages, unpacked with dpkg -x) instead of Debian's; put its etcdctl/etcdutl first in
+#   PATH for the host side. Set it for `up` (a fresh lab: down first when switching).
 #   stop-etcd N        move N's manifest to /etc/kubernetes/etcd.yaml.lab-stopped
 #   start-etcd N       move it back
 #   wipe-data N        stop etcd, empty N's /var/lib/etcd, put the manifest back

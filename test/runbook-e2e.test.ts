@@ -87,7 +87,7 @@ describe('runbooks with approvals (lab)', () => {
     const thread = threadText(h, plan.ts);
     for (let i = 1; i <= 11; i++) expect(thread).toMatch(new RegExp(`step ${i}/11: `));
     expect(thread).toMatch(/Approved by U0BOB \(1\/1\)/);
-    expect(thread).toMatch(/safety snapshot \S+ from node\d: revision \d+, \d+ keys, .*verified by etcdctl/);
+    expect(thread).toMatch(/safety snapshot \S+ from node\d: revision \d+, \d+ keys, .*verified by etcd(ctl|utl)/);
     expect(thread).toMatch(/healthy: 3\/3 voting members healthy/);
     expect(currentMessage(h, plan.ts).text).toMatch(/done/);
 
