@@ -50,6 +50,7 @@ async function main(): Promise<void> {
     lockDurationMs: settings.workerLockMs,
     clusterLeaseMs: settings.clusterLeaseMs,
     shutdownGraceMs: settings.shutdownGraceMs,
+    requestLimit: settings.requestLimit === 0 ? false : { limit: settings.requestLimit },
     // Console plans get their own ids: their queue counts jobs separately from Slack's.
     planIdPrefix: role === 'console' ? 'c' : '',
     audit: settings.audit,

@@ -24,6 +24,8 @@ export interface Settings {
   workerLockMs: number;
   /** Lease of the per-cluster lock; renewed every third of it while a plan runs. */
   clusterLeaseMs: number;
+  /** Requests per user per minute; 0 turns the limit off. */
+  requestLimit: number;
   /** On SIGTERM, how long a running step may go on before it is aborted and the plan handed over. */
   shutdownGraceMs: number;
   audit: { key: string; hmacKey?: Buffer; anchorFile?: string };
@@ -96,6 +98,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     workerLockMs: intIn(env, 'MEDIC_WORKER_LOCK_MS', 30000, 2000, 600000),
     clusterLeaseMs: intIn(env, 'MEDIC_CLUSTER_LEASE_MS', 30000, 3000, 600000),
     shutdownGraceMs: intIn(env, 'MEDIC_SHUTDOWN_GRACE_MS', 20000, 0, 600000),
+    requestLimit: intIn(env, 'MEDIC_REQUEST_LIMIT', 20, 0, 100000),
     audit: auditOptionsFromEnv(env),
   };
 }

@@ -2,15 +2,10 @@
  * The Slack path's refusals and failures, end to end against the lab: what the user sees,
  * and that nothing was queued or run.
  */
-import { startHarness, Harness } from './support/harness';
+import { jobCount, startHarness, Harness } from './support/harness';
 import { startRedis, RedisServer } from './support/redis';
 import { waitLabHealthy, ensureLabHealthy } from './support/lab';
 import { openSshFingerprint } from '../src/exec/ssh';
-
-async function jobCount(h: Harness): Promise<number> {
-  const counts = await h.medic.queue.queue.getJobCounts();
-  return Object.values(counts).reduce((a, b) => a + b, 0);
-}
 
 describe('Slack requests that must not run', () => {
   let h: Harness;

@@ -354,4 +354,26 @@ describe('workflow', () => {
     expect(refused.verdict?.text).toMatch(/failed at step 2\/11.*would lose quorum/);
     expect((await g.audit.recent({ limit: 100 })).filter((e) => e.type === 'step.retried')).toHaveLength(0);
   });
+
+  it('a node that refuses the fence while the lease is still this job\'s fails the plan with the remedy (no one else carries it on)', async () => {
+    const f = await approvedReplace();
+    const wf = createWorkflow({
+      config: f.config, commands, approvals: f.approvals, locks: f.locks, audit: f.audit,
+      surfaces: { slack: { post: async () => undefined, update: async () => undefined, thread: async () => undefined } },
+      probe: async (c) => snapshotOf(c, f.state.d), enqueueExecution: async (_j, id) => id,
+      openResources: () => ({
+        async run(step: StepSpec) {
+          if (step.action === 'node.stopEtcd') throw new MedicError('FENCED', 'node3: this node has seen lock token 99999999999999, this worker holds 5: … remove /etc/kubernetes/etcd-medic/fence on node3');
+          return { status: 'done', detail: 'ran' };
+        },
+        takeCommands: () => [], close: async () => undefined,
+      }),
+    });
+    const report = await wf.executeJob(f.enqueued[0].job, 'x1', io());
+    expect(report.verdict?.text).toMatch(/failed at step 3\/11.*remove \/etc\/kubernetes\/etcd-medic\/fence on node3/);
+    expect((await f.approvals.get('1'))!.status).toBe('failed');
+    const types = (await f.audit.recent({ limit: 100 })).map((e) => e.type);
+    expect(types).toContain('job.failed');
+    expect(types).not.toContain('job.lease-lost');
+  });
 });

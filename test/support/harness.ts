@@ -95,6 +95,12 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   };
 }
 
+/** Jobs in the harness's queue, whatever their state (what "nothing was queued" is checked with). */
+export async function jobCount(h: Harness): Promise<number> {
+  const counts = await h.medic.queue.queue.getJobCounts();
+  return Object.values(counts).reduce((a, b) => a + b, 0);
+}
+
 /** Every text a user would read in a message's blocks, in order, one per line. */
 export function blocksText(blocks: unknown[]): string {
   const out: string[] = [];

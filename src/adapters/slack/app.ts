@@ -329,8 +329,8 @@ export function createSlackSurface(client: WebClient, logger: Logger): ChatSurfa
 
 function enqueueFailedMessage(summary: string, e: unknown): string {
   const reason = describeError(e);
-  if (isMedicError(e) && e.code === 'QUEUE_UNAVAILABLE') {
-    // The engine's message already says what is down, that nothing ran, and what to do.
+  if (isMedicError(e) && (e.code === 'QUEUE_UNAVAILABLE' || e.code === 'RATE_LIMITED')) {
+    // The engine's message already says what went wrong, that nothing ran, and what to do.
     return `:x: Could not queue ${summary}: ${reason}`;
   }
   const code = isMedicError(e) ? ` [${e.code}]` : '';
