@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis, { Redis } from 'ioredis';
 import {
-  endpointHealth, ensureLabHealthy, hostEtcdctl, LAB_BOT_CERT, LAB_DIR, labConfigPath, labNode, labSh, memberList, pollUntil, run, waitLabHealthy,
+  endpointHealth, ensureLabHealthy, hostEtcdctl, LAB_BOT_CERT, LAB_DIR, labConfigPath, labFresh, labNode, labSh, memberList, pollUntil, run, waitLabHealthy,
 } from './support/lab';
 import { startBot, stopProcess } from './support/processes';
 import { Harness, startHarness, TEST_SNAPSHOT_DIR } from './support/harness';
@@ -80,6 +80,10 @@ async function expectWhole(prefix: string, n: number): Promise<void> {
 
 /** A verified snapshot of `n` keys in the workers' store, then every node's data gone (etcd re-forms an empty cluster). */
 async function snapshotThenLoseEverything(prefix: string, n: number): Promise<string> {
+  // Empty data dirs re-form a cluster only from the manifests lab.sh writes (state `new`);
+  // an earlier rebuild left `existing` ones behind.
+  await labFresh();
+  await ensureLabHealthy();
   await putKeys(prefix, n);
   const c = createEtcdMemberClient({
     endpoint: labNode('node1').clientUrl, deadlineMs: 10_000, label: 'node1',
@@ -206,7 +210,8 @@ describe('fault suite', () => {
     try { process.kill(redis.pid, 'SIGCONT'); } catch { /* gone */ }
     await redis?.stop();
     rmSync(redisDir, { recursive: true, force: true });
-    // Leave the lab healthy for the next suite, whatever happened above.
+    // Leave the lab as lab.sh makes it for the next suite: the runbooks above rewrote manifests.
+    await labFresh();
     await ensureLabHealthy();
   }, 300_000);
 

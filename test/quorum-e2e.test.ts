@@ -3,7 +3,7 @@
  * names force-new-cluster; it is refused on a healthy cluster; with two approvals it
  * re-forms the cluster from the survivor, takes the flag out again and rebuilds the others.
  */
-import { endpointHealth, hostEtcdctl, labNode, labSh, memberList, pollUntil, sshNode, waitLabHealthy, ensureLabHealthy } from './support/lab';
+import { endpointHealth, hostEtcdctl, labFresh, labNode, labSh, memberList, pollUntil, sshNode, ensureLabHealthy } from './support/lab';
 import { blocksText, Harness, LAB_CHANNEL, startHarness } from './support/harness';
 import { click, currentMessage, threadText, waitPlanMessage } from './support/plans';
 
@@ -19,9 +19,10 @@ describe('quorum lost (lab)', () => {
   });
   afterAll(async () => {
     await h?.stop();
-    // Whatever happened, leave a lab with three healthy members for the next suite.
-    const ok = await waitLabHealthy(20_000).then(() => true, () => false);
-    if (!ok) await labSh('up');
+    // Whatever happened, leave the lab as lab.sh makes it: force-new-cluster rewrote every
+    // manifest (node2 and node3 joined as `existing`), which a later suite's wipe can't re-form.
+    await labFresh();
+    await ensureLabHealthy();
   });
 
   it('refuses force-new-cluster while the cluster has quorum', async () => {

@@ -132,6 +132,9 @@ describe('restore from a snapshot (lab)', () => {
   const procs: ChildProcess[] = [];
 
   beforeAll(async () => {
+    // Destroying every data dir re-forms a cluster only from lab.sh's own manifests (state
+    // `new`): an earlier suite's rebuilds leave `existing` ones. Start from a fresh lab.
+    await labFresh();
     await ensureLabHealthy();
     h = await startHarness({
       queueName: await freshQueue(`restore-${process.pid}-${Date.now()}`),
