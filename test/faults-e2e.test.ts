@@ -9,7 +9,7 @@
  *
  * FAULTS=all (npm run faults) runs every fault at every step boundary; the default (CI) runs
  * every fault once on replace-member and a few on the other runbooks, at a boundary chosen
- * per fault. FAULTS_RUNBOOK=<name> narrows it to one runbook. A table of the results is printed.
+ * per fault. FAULTS_RUNBOOK=<name> and FAULTS_ONLY=<fault> narrow it. A table of the results is printed.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -220,6 +220,8 @@ describe('fault suite', () => {
   // FAULTS_RUNBOOK=replace-member (a name or a prefix) narrows the matrix to one runbook.
   for (const rb of RUNBOOKS.filter((r) => !process.env.FAULTS_RUNBOOK || r.name.startsWith(process.env.FAULTS_RUNBOOK))) {
     FAULTS.forEach((f, i) => {
+      // FAULTS_ONLY='node dies,worker SIGTERM' narrows it to those faults.
+      if (process.env.FAULTS_ONLY && !process.env.FAULTS_ONLY.split(',').includes(f)) return;
       const ci = rb.ciStep(f, i);
       if (all) for (let k = 1; k <= rb.steps; k++) matrix.push([rb.name, f, k]);
       else if (ci !== undefined) matrix.push([rb.name, f, ci]);
@@ -284,7 +286,9 @@ describe('fault suite', () => {
     }
     const types = ev.map((e) => e.type).join(' ');
     const want = EVIDENCE[fault];
-    if (want) expect(types).toMatch(want);
+    // A SIGTERM during the last step lets it finish within the grace: nothing to hand over.
+    const finishedInGrace = fault === 'worker SIGTERM' && !types.includes('job.resumed') && types.includes('job.succeeded');
+    if (want && !finishedInGrace) expect(types).toMatch(want);
     cell.notes = ['job.resumed', 'job.handed-over', 'job.lease-lost', 'step.retried'].filter((t) => types.includes(t)).join(', ');
 
     // The chain verifies, also against the anchor posted with the final report.

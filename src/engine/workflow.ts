@@ -67,8 +67,12 @@ export interface WorkflowDeps {
   queueName?: string;
 }
 
-/** Tries of one step when it fails for a transient reason (connection lost, member unavailable). */
-const STEP_ATTEMPTS = 3;
+/**
+ * How long one step keeps being tried again while it fails for a transient reason (a node
+ * rebooting, sshd restarting, a member unavailable): waits of 1, 2, 4, 8, 8… s up to this.
+ */
+const STEP_RETRY_BUDGET_MS = 30_000;
+const retryDelayMs = (attempt: number) => Math.min(8000, 1000 * 2 ** (attempt - 1));
 
 /**
  * Failures worth running the same step again for: the error says so (a connection that
@@ -490,6 +494,7 @@ export function createWorkflow(deps: WorkflowDeps) {
           verify: async () => verifyCluster(cluster),
         };
         try {
+          let waited = 0;
           for (let attempt = 1; ; attempt++) {
             try {
               // The runner aborts on the same signal; racing it here too means no action that
@@ -498,7 +503,9 @@ export function createWorkflow(deps: WorkflowDeps) {
               if (abort.signal.aborted) throw abortReason(abort.signal);
               break;
             } catch (e) {
-              if (abort.signal.aborted || attempt >= STEP_ATTEMPTS || !isTransient(e)) throw e;
+              const delay = retryDelayMs(attempt);
+              if (abort.signal.aborted || waited + delay > STEP_RETRY_BUDGET_MS || !isTransient(e)) throw e;
+              waited += delay;
               // A dropped SSH connection or a member blinking: the step runs again on fresh
               // connections once the old ones (and anything still running on them) are cut.
               const cmds = resources.takeCommands();
@@ -507,8 +514,8 @@ export function createWorkflow(deps: WorkflowDeps) {
                 step: s.action, index: i + 1, total: steps.length, node: s.node, attempt, error: describeError(e),
                 commands: cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output })),
               });
-              thread(`↻ ${label}: ${describeError(e)}. Trying again on fresh connections (attempt ${attempt + 1}/${STEP_ATTEMPTS}); the step checks before it acts.`);
-              await abortableSleep(1000 * attempt, abort.signal);
+              thread(`↻ ${label}: ${describeError(e)}. Trying again in ${delay / 1000} s on fresh connections (attempt ${attempt + 1}; retries stop after ${STEP_RETRY_BUDGET_MS / 1000} s); the step checks before it acts.`);
+              await abortableSleep(delay, abort.signal);
               resources = deps.openResources(cluster, rec.id, fence);
             }
           }
