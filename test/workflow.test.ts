@@ -88,6 +88,21 @@ describe('workflow', () => {
   const make = (access: Record<string, unknown> = DESTRUCTIVE) => { const f = fixture(access); fixtures.push(f); return f; };
   afterAll(async () => { for (const f of fixtures) f.redis.disconnect(); });
 
+  /** Whether step `index` has started: recorded after its boundary checks (cancel, shutdown, lease). */
+  async function stepStarted(f: Fixture, index: number): Promise<boolean> {
+    return (await f.audit.recent({ limit: 100 })).some((e) => e.type === 'step.started' && e.data?.index === index);
+  }
+
+  /** A second workflow on the same Redis state as `f` (another worker), with its own step runner. */
+  function workflowWith(f: Fixture, openResources: () => ExecutionResources) {
+    return createWorkflow({
+      config: f.config, commands, approvals: f.approvals, locks: f.locks, audit: f.audit,
+      surfaces: { slack: { post: async () => undefined, update: async () => undefined, thread: async () => undefined } },
+      probe: async (c) => snapshotOf(c, f.state.d), enqueueExecution: async (_j, id) => id,
+      openResources,
+    });
+  }
+
   /** replace-member node3 planned by Alice and approved by Bob: its execution is queued. */
   async function approvedReplace(): Promise<Fixture> {
     const f = make();
@@ -151,7 +166,8 @@ describe('workflow', () => {
     let release!: () => void;
     f.gates.set(2, new Promise<void>((r) => { release = r; }));
     const running = f.wf.executeJob(f.enqueued[0].job, 'x1', io());
-    while (f.ran.length < 2) await new Promise((r) => setTimeout(r, 20));
+    // Step 3 is in flight (past its boundary check), not merely step 2 done.
+    while (!(await stepStarted(f, 3))) await new Promise((r) => setTimeout(r, 20));
     const c = await f.wf.decide({ action: 'cancel', planId: '1', origin: slack('U0ALICE') });
     expect(c.text).toMatch(/will stop after its current step/);
     release();
@@ -237,7 +253,8 @@ describe('workflow', () => {
     f.gates.set(2, new Promise<void>((r) => { release = r; }));
     const checkpoints: ExecCheckpoint[] = [];
     const running = f.wf.executeJob(f.enqueued[0].job, 'x1', io(checkpoints)).then(() => undefined, (e: unknown) => e);
-    while (f.ran.length < 2) await new Promise((r) => setTimeout(r, 20));
+    // Step 3 is in flight (its start is recorded after the boundary checks, so none is pending).
+    while (!(await stepStarted(f, 3))) await new Promise((r) => setTimeout(r, 20));
     // SIGTERM while step 3 runs: it may finish (within the grace), then nothing new starts.
     f.wf.shutdown(10_000);
     release();
@@ -255,16 +272,10 @@ describe('workflow', () => {
     expect(types).not.toContain('job.failed');
 
     // Another worker resumes at step 4 and finishes; no step ran twice.
-    const g = fixture(DESTRUCTIVE);
-    fixtures.push(g);
-    const resumedWf = createWorkflow({
-      config: f.config, commands, approvals: f.approvals, locks: f.locks, audit: f.audit, surfaces: { slack: { post: async () => undefined, update: async () => undefined, thread: async () => undefined } },
-      probe: async (c) => snapshotOf(c, f.state.d), enqueueExecution: async (_j, id) => id,
-      openResources: () => ({
+    const resumedWf = workflowWith(f, () => ({
         async run(step: StepSpec) { f.ran.push(`${step.action} ${step.node ?? ''}`.trim()); return { status: 'done', detail: 'ran' }; },
         takeCommands: () => [], close: async () => undefined,
-      }),
-    });
+    }));
     const startedAt = Date.now();
     const report = await resumedWf.executeJob({ ...f.enqueued[0].job, exec: last }, 'x1', io());
     expect(report.verdict?.text).toMatch(/^done/);
@@ -280,7 +291,8 @@ describe('workflow', () => {
     f.gates.set(1, new Promise<void>(() => undefined)); // step 2 never ends by itself
     const checkpoints: ExecCheckpoint[] = [];
     const running = f.wf.executeJob(f.enqueued[0].job, 'x1', io(checkpoints)).then(() => undefined, (e: unknown) => e);
-    while (checkpoints.length < 2) await new Promise((r) => setTimeout(r, 20));
+    // Wait until step 2 is running (not merely step 1 checkpointed): the grace is for a step in flight.
+    while (!(await stepStarted(f, 2))) await new Promise((r) => setTimeout(r, 20));
     const t0 = Date.now();
     f.wf.shutdown(300);
     const e = await running as { code?: string; handOver?: boolean };
@@ -295,11 +307,14 @@ describe('workflow', () => {
   it('a cancel that races the start of execution is never lost', async () => {
     for (let round = 0; round < 5; round++) {
       const f = await approvedReplace();
-      // Cancel and the worker's claim of the plan at the same moment.
-      const [cancel, report] = await Promise.all([
-        f.wf.decide({ action: 'cancel', planId: '1', origin: slack('U0ALICE') }),
-        f.wf.executeJob(f.enqueued[0].job, 'x1', io()),
-      ]);
+      // Cancel and the worker's claim of the plan at the same moment; step 5 holds until the
+      // cancel has answered, so the plan can't simply finish first.
+      let release!: () => void;
+      f.gates.set(4, new Promise<void>((r) => { release = r; }));
+      const execution = f.wf.executeJob(f.enqueued[0].job, 'x1', io());
+      const cancel = await f.wf.decide({ action: 'cancel', planId: '1', origin: slack('U0ALICE') });
+      release();
+      const report = await execution;
       expect(cancel.ok).toBe(true);
       const status = (await f.approvals.get('1'))!.status;
       // Either it never ran, or it stopped at a step boundary: never ran to the end.
@@ -313,11 +328,7 @@ describe('workflow', () => {
     const f = await approvedReplace();
     let opened = 0;
     let failures = 2;
-    const wf = createWorkflow({
-      config: f.config, commands, approvals: f.approvals, locks: f.locks, audit: f.audit,
-      surfaces: { slack: { post: async () => undefined, update: async () => undefined, thread: async () => undefined } },
-      probe: async (c) => snapshotOf(c, f.state.d), enqueueExecution: async (_j, id) => id,
-      openResources: () => {
+    const wf = workflowWith(f, () => {
         opened++;
         return {
           async run(step: StepSpec) {
@@ -328,7 +339,6 @@ describe('workflow', () => {
           },
           takeCommands: () => [], close: async () => undefined,
         };
-      },
     });
     const report = await wf.executeJob(f.enqueued[0].job, 'x1', io());
     expect(report.verdict?.text).toMatch(/^done/);
@@ -338,18 +348,13 @@ describe('workflow', () => {
     expect(retried.map((e) => e.data?.attempt)).toEqual([1, 2]);
 
     const g = await approvedReplace();
-    const refusing = createWorkflow({
-      config: g.config, commands, approvals: g.approvals, locks: g.locks, audit: g.audit,
-      surfaces: { slack: { post: async () => undefined, update: async () => undefined, thread: async () => undefined } },
-      probe: async (c) => snapshotOf(c, g.state.d), enqueueExecution: async (_j, id) => id,
-      openResources: () => ({
+    const refusing = workflowWith(g, () => ({
         async run(step: StepSpec) {
           if (step.action === 'etcd.memberRemove') throw new MedicError('UNSAFE', 'removing it would lose quorum');
           return { status: 'done', detail: 'ran' };
         },
         takeCommands: () => [], close: async () => undefined,
-      }),
-    });
+    }));
     const refused = await refusing.executeJob(g.enqueued[0].job, 'x1', io());
     expect(refused.verdict?.text).toMatch(/failed at step 2\/11.*would lose quorum/);
     expect((await g.audit.recent({ limit: 100 })).filter((e) => e.type === 'step.retried')).toHaveLength(0);
@@ -357,18 +362,13 @@ describe('workflow', () => {
 
   it('a node that refuses the fence while the lease is still this job\'s fails the plan with the remedy (no one else carries it on)', async () => {
     const f = await approvedReplace();
-    const wf = createWorkflow({
-      config: f.config, commands, approvals: f.approvals, locks: f.locks, audit: f.audit,
-      surfaces: { slack: { post: async () => undefined, update: async () => undefined, thread: async () => undefined } },
-      probe: async (c) => snapshotOf(c, f.state.d), enqueueExecution: async (_j, id) => id,
-      openResources: () => ({
+    const wf = workflowWith(f, () => ({
         async run(step: StepSpec) {
           if (step.action === 'node.stopEtcd') throw new MedicError('FENCED', 'node3: this node has seen lock token 99999999999999, this worker holds 5: … remove /etc/kubernetes/etcd-medic/fence on node3');
           return { status: 'done', detail: 'ran' };
         },
         takeCommands: () => [], close: async () => undefined,
-      }),
-    });
+    }));
     const report = await wf.executeJob(f.enqueued[0].job, 'x1', io());
     expect(report.verdict?.text).toMatch(/failed at step 3\/11.*remove \/etc\/kubernetes\/etcd-medic\/fence on node3/);
     expect((await f.approvals.get('1'))!.status).toBe('failed');
