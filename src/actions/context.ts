@@ -183,12 +183,12 @@ interface Guards {
 }
 
 /**
- * Run before a fenced command, in the same shell: refuses (exit 97) when the node has seen
+ * Run before a fenced command, in the same shell: refuses (exit FENCE_EXIT) when the node has seen
  * a newer lock token, and records this one when it is newer than what the node has.
  */
 function fencePrefix(workDir: string, token: number): RemoteCommand {
   const file = posix.join(workDir, 'fence');
-  return sh`medic_fence_f=${file}; medic_fence_t=$(cat "$medic_fence_f" 2>/dev/null || echo 0); case "$medic_fence_t" in ''|*[!0-9]*) medic_fence_t=0;; esac; if [ "$medic_fence_t" -gt ${token} ]; then printf 'etcd-medic: fenced: this node has seen lock token %s, this worker holds %s\\n' "$medic_fence_t" ${token} >&2; exit 97; fi; if [ "$medic_fence_t" -lt ${token} ]; then mkdir -p ${workDir} && printf '%s\\n' ${token} > "$medic_fence_f.$$" && mv -f "$medic_fence_f.$$" "$medic_fence_f" || { echo "etcd-medic: fenced: cannot record lock token ${token} in ${file}" >&2; exit 97; }; fi;`;
+  return sh`medic_fence_f=${file}; medic_fence_t=$(cat "$medic_fence_f" 2>/dev/null || echo 0); case "$medic_fence_t" in ''|*[!0-9]*) medic_fence_t=0;; esac; if [ "$medic_fence_t" -gt ${token} ]; then printf 'etcd-medic: fenced: this node has seen lock token %s, this worker holds %s\\n' "$medic_fence_t" ${token} >&2; exit ${FENCE_EXIT}; fi; if [ "$medic_fence_t" -lt ${token} ]; then mkdir -p ${workDir} && printf '%s\\n' ${token} > "$medic_fence_f.$$" && mv -f "$medic_fence_f.$$" "$medic_fence_f" || { echo "etcd-medic: fenced: cannot record lock token ${token} in ${file}" >&2; exit ${FENCE_EXIT}; }; fi;`;
 }
 
 /**
