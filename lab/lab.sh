@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # etcd-medic lab: a real 3-node etcd 3.4 cluster shaped like kubeadm's stacked etcd,
-# on this machine's loopback (node1..3 = 127.10.0.11..13; sshd :LAB_SSH_PORT, etcd
+# on this machine's loopback (node1..3 = $LAB_NET.11..13, default 127.10.0.11..13; sshd :LAB_SSH_PORT, etcd
 # https :2379/:2380, metrics http :2381, each on its node's address only).
 # Each node is a mount + pid + UTS namespace (hostname nodeN) in which /etc/kubernetes, /var/lib/etcd,
 # /var/log/pods, /var/log/containers, /root, /tmp and /var/tmp are its own, and
@@ -37,14 +37,18 @@
 #   etcdctl -- args    host-side etcdctl with the bot client cert, all endpoints
 #   config             print the path of clusters.yaml
 # N: node1|node2|node3 (or 1|2|3).
-# Environment: LAB_DIR (default /var/lib/etcd-medic-lab), LAB_SSH_PORT (default 2222).
+# Environment: LAB_DIR (default /var/lib/etcd-medic-lab), LAB_SSH_PORT (default 2222),
+#   LAB_NET (default 127.10.0: the nodes are .11-.13 of it; a second lab beside the first
+#   needs its own LAB_DIR and LAB_NET, e.g. 127.10.1).
 set -euo pipefail
 
 LAB_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LAB_DIR="${LAB_DIR:-/var/lib/etcd-medic-lab}"
 LAB_SSH_PORT="${LAB_SSH_PORT:-2222}"
+LAB_NET="${LAB_NET:-127.10.0}"
 NODES=(node1 node2 node3)
-declare -A NODE_IP=([node1]=127.10.0.11 [node2]=127.10.0.12 [node3]=127.10.0.13)
+[[ $LAB_NET =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || { echo "lab: error: LAB_NET=$LAB_NET must be three numbers of 127.0.0.0/8, e.g. 127.10.1" >&2; exit 1; }
+declare -A NODE_IP=([node1]=$LAB_NET.11 [node2]=$LAB_NET.12 [node3]=$LAB_NET.13)
 ETCD_IMAGE="registry.k8s.io/etcd:3.4.23-0"
 CLUSTER_NAME=lab
 UP_DEADLINE=${LAB_UP_DEADLINE:-40}
@@ -193,7 +197,7 @@ kill_orphans() {
   local f id ids=() hostns
   hostns=$(host_mntns)
   for f in $(grep -lasF -e "$LAB_HOME/node-init.sh" -e "$LAB_HOME/kubelet-lite.js" -e "$LAB_DIR/nodes/" \
-               -e "--listen-peer-urls=https://127.10.0.1" /proc/[0-9]*/cmdline 2>/dev/null); do
+               -e "--listen-peer-urls=https://$LAB_NET.1" /proc/[0-9]*/cmdline 2>/dev/null); do
     id=$(readlink "${f%/cmdline}/ns/mnt" 2>/dev/null) || continue
     [[ -n $id && $id != "$hostns" ]] && ids+=("$id")
   done

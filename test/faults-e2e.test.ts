@@ -30,7 +30,7 @@ import { createSnapshotStore } from '../src/snapshot/store';
 jest.setTimeout(60 * 60_000);
 
 const AUDIT_CLI = join(__dirname, '..', 'dist', 'src', 'cli', 'audit.js');
-const REDIS_PORT = 6441;
+const REDIS_PORT = Number(process.env.FAULTS_REDIS_PORT || 6441);
 const LEASE_MS = 5000;
 const WORKER_LOCK_MS = 4000;
 

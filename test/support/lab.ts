@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 /**
  * Helpers for tests that use the lab (lab/lab.sh): a real 3-node etcd 3.4 cluster shaped like
- * kubeadm's stacked etcd, each node a mount namespace with its own sshd, on 127.10.0.11-13.
+ * kubeadm's stacked etcd, each node a mount namespace with its own sshd, on $LAB_NET.11-13 (127.10.0.11-13).
  */
 import { spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
@@ -12,10 +12,12 @@ export const REPO_ROOT = [resolve(__dirname, '..', '..'), resolve(__dirname, '..
 export const LAB_SH = join(REPO_ROOT, 'lab', 'lab.sh');
 export const LAB_DIR = (process.env.LAB_DIR || '/var/lib/etcd-medic-lab').replace(/\/+$/, '');
 export const LAB_SSH_PORT = Number(process.env.LAB_SSH_PORT || 2222);
+/** The nodes' network: node1..3 are .11-.13 of it (lab.sh's LAB_NET). */
+export const LAB_NET = process.env.LAB_NET || '127.10.0';
 
 export interface LabNode { name: string; ip: string; clientUrl: string; peerUrl: string }
 export const LAB_NODES: readonly LabNode[] = ['node1', 'node2', 'node3'].map((name, i) => {
-  const ip = `127.10.0.${11 + i}`;
+  const ip = `${LAB_NET}.${11 + i}`;
   return { name, ip, clientUrl: `https://${ip}:2379`, peerUrl: `https://${ip}:2380` };
 });
 export const LAB_ENDPOINTS = LAB_NODES.map((n) => n.clientUrl);
