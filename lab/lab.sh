@@ -27,9 +27,14 @@
 #   stop-node N [--kill]  kill everything of node N (sshd, sessions, kubelet-lite, etcd):
 #                      SIGTERM then SIGKILL after 5 s; --kill: SIGKILL at once (power loss)
 #   start-node N       start node N again with the same data and config
-# Env LAB_ETCD_BIN=/abs/path/etcd: the nodes run that etcd (e.g. 3.5 from Debian's newer
-#   packages, unpacked with dpkg -x) instead of Debian's; put its etcdctl/etcdutl first in
-#   PATH for the host side. Set it for `up` (a fresh lab: down first when switching).
+#   up --etcd V        the same, on etcd V (or env LAB_ETCD=V): 3.4 (Debian bookworm's
+#                      3.4.23, the default) or a version Debian's newer releases package
+#                      (3.5.16 from trixie, 3.5.30 from sid): fetched with apt-get download
+#                      into a private apt state (LAB_APT_DIR, default /var/cache/etcd-medic-apt)
+#                      and unpacked with dpkg -x under $LAB_DIR/etcd/V, never installed.
+#                      A lab up on another version is recreated.
+#   version            the lab's etcd version;  tools: the directory of the host-side
+#                      etcdctl/etcdutl that match it (put it first in PATH for the bot)
 #   stop-etcd N        move N's manifest to /etc/kubernetes/etcd.yaml.lab-stopped
 #   start-etcd N       move it back
 #   wipe-data N        stop etcd, empty N's /var/lib/etcd, put the manifest back
@@ -49,7 +54,8 @@ LAB_NET="${LAB_NET:-127.10.0}"
 NODES=(node1 node2 node3)
 [[ $LAB_NET =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || { echo "lab: error: LAB_NET=$LAB_NET must be three numbers of 127.0.0.0/8, e.g. 127.10.1" >&2; exit 1; }
 declare -A NODE_IP=([node1]=$LAB_NET.11 [node2]=$LAB_NET.12 [node3]=$LAB_NET.13)
-ETCD_IMAGE="registry.k8s.io/etcd:3.4.23-0"
+SYSTEM_ETCD=3.4
+LAB_APT_DIR="${LAB_APT_DIR:-/var/cache/etcd-medic-apt}"
 CLUSTER_NAME=lab
 UP_DEADLINE=${LAB_UP_DEADLINE:-40}
 PKI_IN_NODE=/etc/kubernetes/pki/etcd
@@ -60,6 +66,7 @@ die() { echo "lab: error: $*" >&2; exit 1; }
 [[ $LAB_DIR == /* && $LAB_DIR =~ ^[A-Za-z0-9._/-]+$ ]] || die "LAB_DIR=$LAB_DIR must be an absolute path of letters, digits, '.', '_', '-', '/'"
 [[ $LAB_SSH_PORT =~ ^[0-9]+$ ]] || die "LAB_SSH_PORT=$LAB_SSH_PORT is not a port"
 LAB_DIR="${LAB_DIR%/}"
+[[ $LAB_APT_DIR == /* && $LAB_APT_DIR =~ ^[A-Za-z0-9._/-]+$ ]] || die "LAB_APT_DIR=$LAB_APT_DIR must be an absolute path"
 
 BOT_KEY="$LAB_DIR/bot_id_ed25519"
 BOT_DIR="$LAB_DIR/bot"
@@ -309,7 +316,7 @@ spec:
     - --peer-trusted-ca-file=$PKI_IN_NODE/ca.crt
     - --snapshot-count=10000
     - --trusted-ca-file=$PKI_IN_NODE/ca.crt
-    image: $ETCD_IMAGE
+    image: registry.k8s.io/etcd:$(etcd_full_version)-0
     imagePullPolicy: IfNotPresent
     livenessProbe:
       failureThreshold: 8
@@ -477,7 +484,9 @@ launch_node() { # <node>: start its namespace in the background (no wait)
       fd=${fd##*/}
       ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
     done
-    LAB_NODE_BIN="$node_bin" exec setsid unshare --mount --propagation private --pid --mount-proc --uts --fork \
+    etcd_bin=""
+    [[ $(lab_version) == "$SYSTEM_ETCD" ]] || etcd_bin="$(bin_dir "$(lab_version)")/etcd"
+    LAB_NODE_BIN="$node_bin" LAB_ETCD_BIN="$etcd_bin" exec setsid unshare --mount --propagation private --pid --mount-proc --uts --fork \
       bash "$LAB_HOME/node-init.sh" "$LAB_DIR" "$n"
   ) </dev/null >>"$d/log/node.log" 2>&1 &
 }
@@ -509,10 +518,78 @@ check_ports_free() {
   done
 }
 
+# ---------------------------------------------------------------- etcd versions
+
+VERSION_FILE="$LAB_DIR/etcd-version"
+
+# The version asked for: --etcd/LAB_ETCD, else the running lab's, else Debian's 3.4.
+wanted_version() {
+  local v=${LAB_ETCD:-}
+  [[ -n $v ]] || v=$(cat "$VERSION_FILE" 2>/dev/null || true)
+  [[ -n $v ]] || v=$SYSTEM_ETCD
+  [[ $v == "$SYSTEM_ETCD" || $v =~ ^3\.[0-9]+\.[0-9]+$ ]] || die "etcd version '$v': use 3.4 (Debian's) or a full version such as 3.5.30"
+  echo "$v"
+}
+
+# The version this lab runs (recorded by up), 3.4 when none is.
+lab_version() { cat "$VERSION_FILE" 2>/dev/null || echo "$SYSTEM_ETCD"; }
+
+# Directory of etcd, etcdctl and etcdutl for version $1.
+bin_dir() { if [[ $1 == "$SYSTEM_ETCD" ]]; then dirname "$(command -v etcd)"; else echo "$LAB_DIR/etcd/$1/usr/bin"; fi; }
+
+# "3.4.23", "3.5.30": what `etcd --version` says of the lab's etcd.
+etcd_full_version() {
+  "$(bin_dir "$(lab_version)")/etcd" --version 2>/dev/null | awk '/^etcd Version:/{print $3; exit}'
+}
+
+apt_private() {
+  apt-get -o Dir::Etc::SourceList="$LAB_APT_DIR/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o Dir::State::Lists="$LAB_APT_DIR/lists" -o Dir::Cache="$LAB_APT_DIR/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root "$@"
+}
+
+# Debian's package version of etcd $1 in trixie/sid ("3.5.30-2"); empty when there is none.
+package_version() {
+  apt-cache -o Dir::Etc::SourceList="$LAB_APT_DIR/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o Dir::State::Lists="$LAB_APT_DIR/lists" -o Dir::Cache="$LAB_APT_DIR/cache" madison etcd-server 2>/dev/null \
+    | awk -v v="$1" '{ gsub(/ /, "", $3); if (index($3, v "-") == 1 || index($3, v "+") == 1) { print $3; exit } }'
+}
+
+# etcd $1 unpacked under $LAB_DIR/etcd/$1 (etcd, etcdutl from etcd-server; etcdctl from etcd-client).
+fetch_etcd() {
+  local v=$1 dir="$LAB_DIR/etcd/$1" pv mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg deb
+  [[ $v == "$SYSTEM_ETCD" ]] && return 0
+  [[ -x $dir/usr/bin/etcd && -x $dir/usr/bin/etcdctl && -x $dir/usr/bin/etcdutl ]] && return 0
+  mkdir -p "$LAB_APT_DIR/lists/partial" "$LAB_APT_DIR/cache/archives/partial" "$LAB_APT_DIR/debs"
+  pv=$(package_version "$v")
+  if [[ -z $pv ]]; then
+    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    printf 'deb [signed-by=%s] %s %s main\n' "$keyring" "$mirror" trixie "$keyring" "$mirror" sid >"$LAB_APT_DIR/sources.list"
+    log "fetching Debian's package lists (trixie, sid) into $LAB_APT_DIR"
+    apt_private -qq update >&2 || die "apt-get update of the private apt state in $LAB_APT_DIR failed"
+    pv=$(package_version "$v")
+    [[ -n $pv ]] || die "no Debian package of etcd $v in trixie or sid (there: $(apt-cache -o Dir::Etc::SourceList="$LAB_APT_DIR/sources.list" -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists="$LAB_APT_DIR/lists" -o Dir::Cache="$LAB_APT_DIR/cache" madison etcd-server 2>/dev/null | awk '{print $3}' | tr '\n' ' '))"
+  fi
+  for deb in etcd-server etcd-client; do
+    if ! compgen -G "$LAB_APT_DIR/debs/${deb}_${pv//:/%3a}_*.deb" >/dev/null; then
+      log "downloading $deb $pv"
+      (cd "$LAB_APT_DIR/debs" && apt_private -qq download "$deb=$pv" >&2) || die "apt-get download $deb=$pv failed"
+    fi
+  done
+  rm -rf "$dir.part"; mkdir -p "$dir.part"
+  for deb in "$LAB_APT_DIR"/debs/etcd-server_"${pv//:/%3a}"_*.deb "$LAB_APT_DIR"/debs/etcd-client_"${pv//:/%3a}"_*.deb; do
+    dpkg -x "$deb" "$dir.part"
+  done
+  [[ -x $dir.part/usr/bin/etcd && -x $dir.part/usr/bin/etcdctl ]] || die "the packages of etcd $pv hold no usr/bin/etcd and etcdctl"
+  [[ -x $dir.part/usr/bin/etcdutl ]] || log "note: etcd $pv ships no etcdutl"
+  rm -rf "$dir"; mv "$dir.part" "$dir"
+  log "etcd $v unpacked in $dir"
+}
+
 # ---------------------------------------------------------------- etcdctl from the host
 
 host_etcdctl() {
-  ETCDCTL_API=3 etcdctl --endpoints="$(endpoints)" --cacert="$BOT_DIR/ca.crt" \
+  ETCDCTL_API=3 "$(bin_dir "$(lab_version)")/etcdctl" --endpoints="$(endpoints)" --cacert="$BOT_DIR/ca.crt" \
     --cert="$BOT_DIR/etcd-client.crt" --key="$BOT_DIR/etcd-client.key" \
     --dial-timeout=2s --command-timeout=5s "$@"
 }
@@ -539,8 +616,21 @@ all_nodes_up() {
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
+  while (($#)); do
+    case "$1" in
+      --etcd) [[ $# -ge 2 ]] || die "--etcd needs a version (3.4, 3.5.16, 3.5.30)"; LAB_ETCD=$2; shift 2 ;;
+      --etcd=*) LAB_ETCD=${1#--etcd=}; shift ;;
+      *) die "up: unknown option '$1' (up [--etcd VERSION])" ;;
+    esac
+  done
   require_root; require_tools; lock
-  local t0=$SECONDS
+  local t0=$SECONDS version
+  version=$(wanted_version)
+  fetch_etcd "$version"
+  if [[ -d $LAB_DIR/nodes && $(lab_version) != "$version" ]]; then
+    log "the lab runs etcd $(lab_version), etcd $version was asked for: recreating it"
+    do_down
+  fi
   if [[ -d $LAB_DIR/nodes ]]; then
     if all_nodes_up && all_etcd_running && { cluster_healthy || { sleep 1; cluster_healthy; } || { sleep 1; cluster_healthy; }; }; then
       ensure_keys; write_known_hosts; write_config
@@ -555,6 +645,7 @@ cmd_up() {
   fi
   ensure_keys
   check_ports_free
+  echo "$version" >"$VERSION_FILE"
   local token n
   token="etcd-medic-lab-$(date +%s)"
   for n in "${NODES[@]}"; do create_node "$n" "$token"; done
@@ -570,7 +661,7 @@ cmd_up() {
     done
     die "the lab cluster did not become healthy (state kept in $LAB_DIR for inspection; 'lab.sh down' cleans up)"
   fi
-  log "lab up in $((SECONDS - t0))s: $(endpoints)"
+  log "lab up in $((SECONDS - t0))s on etcd $(etcd_full_version): $(endpoints)"
   echo "$CONFIG"
 }
 
@@ -579,7 +670,7 @@ do_down() {
   # The data goes too: no need to be gentle.
   for n in "${NODES[@]}"; do stop_node_procs "$n" hard; done
   kill_orphans
-  rm -rf "$LAB_DIR/nodes" "$CONFIG" "$KNOWN_HOSTS"
+  rm -rf "$LAB_DIR/nodes" "$CONFIG" "$KNOWN_HOSTS" "$VERSION_FILE"
 }
 
 cmd_down() {
@@ -733,7 +824,9 @@ main() {
   local cmd=${1:-}
   (($#)) && shift
   case "$cmd" in
-    up) cmd_up ;;
+    up) cmd_up "$@" ;;
+    version) lab_version ;;
+    tools) bin_dir "$(lab_version)" ;;
     down) cmd_down ;;
     purge) cmd_purge ;;
     status) cmd_status ;;

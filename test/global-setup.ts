@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { startRedis } from './support/redis';
-import { labUp } from './support/lab';
+import { labUp, useLabTools } from './support/lab';
 
 /** Port of the Redis the suites share; each suite uses its own queue name. */
 export const TEST_REDIS_PORT = Number(process.env.TEST_REDIS_PORT ?? 6399);
@@ -12,5 +12,8 @@ export default async function globalSetup(): Promise<void> {
   writeFileSync(STATE, JSON.stringify({ redisPid: redis.pid }));
   process.env.TEST_REDIS_URL = redis.url;
   // NO_LAB=1: unit suites only (a second jest beside a lab run must not touch the lab).
-  if (process.env.NO_LAB !== '1') await labUp();
+  if (process.env.NO_LAB !== '1') {
+    await labUp();
+    await useLabTools();
+  }
 }

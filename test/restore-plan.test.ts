@@ -81,7 +81,8 @@ describe('restore plan', () => {
     expect(p.steps[0].params).toEqual({ snapshot: SNAP, sha256: 'ab'.repeat(32), revision: '4711' });
     // The whole cluster is replaced: no live-member check before stopping or moving data.
     for (const s of p.steps.filter((x) => x.action === 'node.stopEtcd' || x.action === 'node.moveDataAside')) expect(s.params).toEqual({ node: s.node, force: true });
-    expect(p.steps[7].params).toEqual({ snapshot: SNAP, sha256: 'ab'.repeat(32), token, initialCluster, nodes: ['node1', 'node2', 'node3'], bump: DEFAULT_REVISION_BUMP });
+    // minTool: the snapshot's etcd (3.5.15; no member answers): the tooling must be at least 3.5.
+    expect(p.steps[7].params).toEqual({ snapshot: SNAP, sha256: 'ab'.repeat(32), token, initialCluster, nodes: ['node1', 'node2', 'node3'], bump: DEFAULT_REVISION_BUMP, minTool: '3.5' });
     expect(p.steps[11].params).toEqual({ node: 'node1', initialCluster: initialCluster.join(','), token });
     expect(p.steps[17].params).toEqual({ nodes: ['node1', 'node2', 'node3'], revision: '4711', liveKeys: 1000 });
     const facts = Object.fromEntries(p.facts.map((f) => [f.label, f.value]));
@@ -163,6 +164,21 @@ describe('restore plan', () => {
       .toMatch(/^snapshot \S+ was never verified \(no etcdctl\/etcdutl read it and it carries no etcd checksum\)/);
     // etcd's checksum alone is a verification (no tool on the bot's host at save time).
     expect(() => plan(stateWith(allDown, [record({ verified: { by: 'none', integrity: 'sha256' } })]), { snapshot: SNAP, mode: 'all' })).not.toThrow();
+  });
+
+  it('refuses when the bot\'s host has only tooling older than the cluster\'s etcd, naming the binary; says what the bump will be with the tool it has', () => {
+    const old = { ...stateWith(allDown), hostTools: [{ tool: 'etcdctl' as const, version: '3.4.23' }] };
+    expect(refusal(old, { snapshot: SNAP, mode: 'all' }))
+      .toMatch(/^restoring this etcd 3\.5 cluster needs etcdutl 3\.5 or newer on the bot's host, and it has etcdctl 3\.4\.23: .*etcd issue 20967.*Install etcdutl 3\.5 or newer/);
+    const modern = { ...stateWith(allDown), hostTools: [{ tool: 'etcdutl' as const, version: '3.5.30' }, { tool: 'etcdctl' as const, version: '3.5.30' }] };
+    const p = plan(modern, { snapshot: SNAP, mode: 'all' });
+    expect(p.facts.find((f) => f.label === 'Revision bump')!.value).toBe(`+${DEFAULT_REVISION_BUMP} (past the highest revision the bot has seen here) and marked compacted, with etcdutl 3.5.30 on this worker's host. The step says what was done`);
+    expect(p.warnings.join('\n')).not.toMatch(/NOT bumped/);
+    // A 3.4 snapshot of a 3.4 cluster: Debian's etcdctl 3.4 is enough, and the plan says there is no bump.
+    const c34 = { ...stateWith(allDown, [record({ etcdVersion: '3.4.23' })]), hostTools: [{ tool: 'etcdctl' as const, version: '3.4.23' }] };
+    const p34 = plan(c34, { snapshot: SNAP, mode: 'all' });
+    expect(p34.steps[7].params.minTool).toBe('3.4');
+    expect(p34.facts.find((f) => f.label === 'Revision bump')!.value).toMatch(/^none: this worker's host restores with etcdctl 3\.4\.23 \(no etcdutl\), so the revision goes back to 4711/);
   });
 
   it('refuses while a node can\'t be reached over SSH: its etcd could not be stopped', () => {

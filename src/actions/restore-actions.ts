@@ -27,6 +27,7 @@ const OUT = {
   sha256: 'restore.snapshotSha256',
   token: 'restore.token',
   initialCluster: 'restore.initialCluster',
+  minTool: 'restore.minTool',
   tar: (node: string) => `restore.tar.${node}`,
   sha: (node: string) => `restore.sha256.${node}`,
 };
@@ -80,17 +81,19 @@ function workDirOf(ctx: ActionContext): string {
 const hasAppendedSha = (size: number) => size % 512 === 32;
 
 /** What prepareData restores, from its step (or, for a regeneration, from what it recorded). */
-interface RestoreInput { snapshot: string; sha256: string; token: string; initialCluster: string[] }
+/** minTool: the cluster's etcd minor version the tooling must reach ('' in plans made before it was recorded). */
+interface RestoreInput { snapshot: string; sha256: string; token: string; initialCluster: string[]; minTool: string }
 
 function inputOfStep(step: StepSpec): RestoreInput {
-  return { snapshot: str(step, 'snapshot'), sha256: str(step, 'sha256'), token: str(step, 'token'), initialCluster: strings(step, 'initialCluster') };
+  const minTool = typeof step.params.minTool === 'string' ? step.params.minTool : '';
+  return { snapshot: str(step, 'snapshot'), sha256: str(step, 'sha256'), token: str(step, 'token'), initialCluster: strings(step, 'initialCluster'), minTool };
 }
 
 function inputOfOutputs(ctx: ActionContext): RestoreInput {
   const o = ctx.outputs;
   const [snapshot, sha256, token, ic] = [o[OUT.snapshot], o[OUT.sha256], o[OUT.token], o[OUT.initialCluster]];
   if (!snapshot || !sha256 || !token || !ic) throw new MedicError('INTERNAL', 'restore.prepareData left no record of what it restored: request the restore again');
-  return { snapshot, sha256, token, initialCluster: ic.split(',') };
+  return { snapshot, sha256, token, initialCluster: ic.split(','), minTool: o[OUT.minTool] ?? '' };
 }
 
 function membersOf(input: RestoreInput): RestoreMember[] {
@@ -100,15 +103,16 @@ function membersOf(input: RestoreInput): RestoreMember[] {
   });
 }
 
-function methodText(m: RestoreMethod): string {
-  return m.bump > 0 ? `${m.tool}, revision bumped by ${m.bump} and marked compacted`
-    : `${m.tool}, revision NOT bumped${m.tool === 'etcdctl' ? ' (etcd 3.4 tooling: no etcdutl on the bot\'s host)' : ' (this etcdutl has no --bump-revision)'}: restart every kube-apiserver, their watch caches may serve stale data`;
+function methodText(m: RestoreMethod & { version?: string }): string {
+  const tool = m.version ? `${m.tool} ${m.version}` : m.tool;
+  return m.bump > 0 ? `${tool}, revision bumped by ${m.bump} and marked compacted`
+    : `${tool}, revision NOT bumped${m.tool === 'etcdctl' ? ' (etcd 3.4 tooling: no etcdutl on the bot\'s host)' : ' (this etcdutl has no --bump-revision)'}: restart every kube-apiserver, their watch caches may serve stale data`;
 }
 
 function outputsOf(r: PrepareResult, input: RestoreInput): Record<string, string> {
   const out: Record<string, string> = {
     [OUT.tool]: r.tool, [OUT.bump]: String(r.bump), [OUT.host]: hostname(),
-    [OUT.snapshot]: input.snapshot, [OUT.sha256]: input.sha256, [OUT.token]: input.token, [OUT.initialCluster]: input.initialCluster.join(','),
+    [OUT.snapshot]: input.snapshot, [OUT.sha256]: input.sha256, [OUT.token]: input.token, [OUT.initialCluster]: input.initialCluster.join(','), [OUT.minTool]: input.minTool,
   };
   for (const n of r.nodes) {
     out[OUT.tar(n.node)] = n.tar;
@@ -127,7 +131,7 @@ async function prepare(ctx: ActionContext, input: RestoreInput, nodes: string[],
   const { path } = await snapshotFile(ctx, input.snapshot, input.sha256);
   const size = (await stat(path)).size;
   return prepareRestore({
-    snapshotPath: path, workDir: workDirOf(ctx), members: membersOf(input), nodes, token: input.token, method,
+    snapshotPath: path, workDir: workDirOf(ctx), members: membersOf(input), nodes, token: input.token, method, minVersion: input.minTool || undefined,
     skipHashCheck: !hasAppendedSha(size), timeoutMs: TOOL_TIMEOUT_MS, progress: ctx.progress,
   });
 }
@@ -202,7 +206,7 @@ export const restoreActions: Partial<Record<ActionName, Action>> = {
       sha = r.nodes[0].sha256;
       outputs[OUT.tar(node)] = tar;
       outputs[OUT.sha(node)] = sha;
-      regenerated = ` (restored again on ${hostname()} with ${methodText(method)}: the data prepared on ${ctx.outputs[OUT.host] ?? 'another worker'} was not here)`;
+      regenerated = ` (restored again on ${hostname()} with ${methodText({ ...method, version: r.version })}: the data prepared on ${ctx.outputs[OUT.host] ?? 'another worker'} was not here)`;
     }
     const r = await installRestoredData({ session, node, dataDir, planId: ctx.planId, tar: tar!, sha256: sha!, progress: ctx.progress });
     if (r.result === 'already') return { status: 'skipped', detail: `${node}: this restore's data is already in ${dataDir}/member`, outputs };

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { ClusterConfig } from '../config/schema';
 import type { ClusterSnapshot } from '../exec/types';
+import type { HostTool } from '../exec/host-tools';
 import { MedicError } from './errors';
 import type { StatusSummary } from './status-summary';
 import type { SnapshotRecord } from '../snapshot/store';
@@ -88,6 +89,8 @@ export interface PlanState {
   snapshots?: SnapshotRecord[];
   /** The highest store revision the bot has seen on this cluster (restores bump past it). */
   observedRevision?: string;
+  /** The etcd tools on the planning worker's host (restore plans; unset: not known). */
+  hostTools?: HostTool[];
 }
 
 export function step(action: ActionName, node: string | undefined, params: Record<string, StepParam>, describe: string): StepSpec {

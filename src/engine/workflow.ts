@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import type { AuditLog } from '../audit/audit-log';
 import type { ClusterConfig, MedicConfig } from '../config/schema';
 import type { ClusterSnapshot } from '../exec/types';
+import { hostTools, HostTool } from '../exec/host-tools';
 import type { ClusterLocks, Lease } from '../locks/cluster-lock';
 import { keepAlive } from '../locks/keep-alive';
 import type { ApprovalStore, PlanRecord, PlanView } from './approvals';
@@ -55,6 +56,8 @@ export interface WorkflowDeps {
   /** Where events go that can't wait for Redis (a lost lease). */
   log?: (msg: string, extra?: Record<string, unknown>) => void;
   snapshots?: ActionContext['snapshots'];
+  /** The etcd tools on this worker's host (restores are made with them). @defaultValue hostTools() */
+  hostTools?: () => Promise<HostTool[]>;
   /** @defaultValue () => new Date() */
   now?: () => Date;
   /** Lease renewal interval of the cluster lock. @defaultValue a third of the lease */
@@ -130,7 +133,8 @@ export function createWorkflow(deps: WorkflowDeps) {
     const snapshots = deps.snapshots ? await deps.snapshots.store.list(cluster.name) : undefined;
     const observedRevision = maxRevision([await deps.approvals.observedRevision(cluster.name), ...snapshot.probes.map((p) => p.status?.revision ?? '0')]);
     await deps.approvals.noteRevision(cluster.name, observedRevision);
-    const draft = command.plan!({ cluster, snapshot, summary, snapshots, observedRevision }, args);
+    const tools = snapshots ? await (deps.hostTools ?? hostTools)() : undefined;
+    const draft = command.plan!({ cluster, snapshot, summary, snapshots, observedRevision, hostTools: tools }, args);
     const plan: Plan = {
       command: command.id, cluster: cluster.name, args, steps: draft.steps,
       facts: draft.facts ?? [], warnings: draft.warnings ?? [], basis: basisOf(summary),

@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { additionSteps, sshReachable } from '../engine/membership-plans';
 import { Fact, PlanDraft, PlanState, refuse, step, StepSpec } from '../engine/plan';
 import type { SnapshotRecord } from '../snapshot/store';
+import { highestMinor, HostTool, restoreToolFor } from '../exec/host-tools';
 
 export type RestoreMode = 'all' | 'single';
 
@@ -93,6 +94,22 @@ function age(from: string, to: string): string {
   return h < 48 ? `${h} h` : `${Math.floor(h / 24)} days`;
 }
 
+/** The tool this worker would restore with, when it knows its tools. */
+function plannedTool(state: PlanState, rec: SnapshotRecord): HostTool | undefined {
+  if (!state.hostTools) return undefined;
+  const pick = restoreToolFor(state.hostTools, highestMinor([...state.snapshot.probes.map((x) => x.status?.version), rec.etcdVersion]));
+  return 'tool' in pick ? pick.tool : undefined;
+}
+
+function bumpText(state: PlanState, rec: SnapshotRecord): string {
+  const n = revisionBump(rec.revision, state.observedRevision);
+  const past = `past the highest revision the bot has seen here${state.observedRevision && state.observedRevision !== '0' ? `, ${state.observedRevision}` : ''}`;
+  const tool = plannedTool(state, rec);
+  if (!tool) return `+${n} (${past}) and marked compacted when the bot's host has etcdutl (etcd ≥ 3.5); none with etcdctl 3.4`;
+  if (tool.tool === 'etcdutl') return `+${n} (${past}) and marked compacted, with etcdutl ${tool.version} on this worker's host`;
+  return `none: this worker's host restores with ${tool.tool} ${tool.version} (no etcdutl), so the revision goes back to ${rec.revision}`;
+}
+
 function facts(state: PlanState, rec: SnapshotRecord, mode: RestoreMode, initialCluster: string[], token: string): Fact[] {
   const s = state.summary;
   const first = state.cluster.nodes[0].name;
@@ -111,7 +128,7 @@ function facts(state: PlanState, rec: SnapshotRecord, mode: RestoreMode, initial
     { label: 'Cluster token', value: `${token} (one for every node)` },
     {
       label: 'Revision bump',
-      value: `+${revisionBump(rec.revision, state.observedRevision)} (past the highest revision the bot has seen here${state.observedRevision && state.observedRevision !== '0' ? `, ${state.observedRevision}` : ''}) and marked compacted when the bot's host has etcdutl (etcd ≥ 3.5); none with etcdctl 3.4. The step says which`,
+      value: `${bumpText(state, rec)}. The step says what was done`,
       // The observed revision moves with every write; the bump itself moves in steps of 1e9.
       volatile: true,
     },
@@ -130,8 +147,12 @@ function warnings(state: PlanState, rec: SnapshotRecord, mode: RestoreMode): str
   } else {
     out.push(`each node's current ${dataDir}/member, if any, is moved aside to ${dataDir}/member.medic-job-<plan>-<time> (kept, not deleted; clear it once the cluster is good)`);
   }
-  out.push(`the revision is bumped only when the bot's host has etcdutl (etcd ≥ 3.5). With etcd 3.4 tooling (etcdctl, no etcdutl) the revision is NOT bumped and goes back to ${rec.revision}: `
-    + 'Kubernetes watch caches may then serve stale data. Restart every kube-apiserver after the restore either way');
+  if (plannedTool(state, rec)?.tool !== 'etcdutl') {
+    out.push(`the revision is bumped only when the bot's host has etcdutl (etcd ≥ 3.5). With etcd 3.4 tooling (etcdctl, no etcdutl) the revision is NOT bumped and goes back to ${rec.revision}: `
+      + 'Kubernetes watch caches may then serve stale data. Restart every kube-apiserver after the restore either way');
+  } else {
+    out.push('restart every kube-apiserver after the restore: the bumped, compacted revision makes their watches relist, but a restart is the sure way');
+  }
   const newer = state.snapshots?.find(isVerified);
   if (newer && newer.id !== rec.id && newer.createdAt > rec.createdAt) out.push(`a newer verified snapshot exists: ${newer.id} (taken ${newer.createdAt}); this plan restores the older ${rec.id}`);
   const versions = [...new Set(state.snapshot.probes.map((p) => p.status?.version).filter((v): v is string => !!v))];
@@ -157,6 +178,12 @@ export function planRestore(state: PlanState, args: { snapshot: string; mode: st
   const p = state.cluster.paths;
   const names = restored.map((n) => n.name);
   const liveKeys = rec.liveKeys ?? -1;
+  // The tool must be at least the cluster's etcd (and the snapshot's): older tooling restores data its etcd did not write.
+  const minTool = highestMinor([...state.snapshot.probes.map((x) => x.status?.version), rec.etcdVersion]) ?? '';
+  if (state.hostTools) {
+    const pick = restoreToolFor(state.hostTools, minTool || undefined);
+    if ('refusal' in pick) refuse(pick.refusal);
+  }
 
   const steps: StepSpec[] = [
     step('snapshot.verifyFile', undefined, { snapshot: rec.id, sha256: rec.sha256, revision: rec.revision },
@@ -166,8 +193,8 @@ export function planRestore(state: PlanState, args: { snapshot: string; mode: st
     ...nodes.map((n) => step('node.moveDataAside', n.name, { node: n.name, force: true },
       `move ${p.dataDir}/member on ${n.name} aside (kept, not deleted)`)),
     step('restore.prepareData', undefined, {
-      snapshot: rec.id, sha256: rec.sha256, token, initialCluster, nodes: names, bump: revisionBump(rec.revision, state.observedRevision),
-    }, `on the bot's host: snapshot restore into a fresh data dir for ${names.join(', ')} (own --name and peer URL, --initial-cluster=${initialCluster.join(',')}, one token), packed as a tar`),
+      snapshot: rec.id, sha256: rec.sha256, token, initialCluster, nodes: names, bump: revisionBump(rec.revision, state.observedRevision), minTool,
+    }, `on the bot's host${minTool ? ` (tooling ≥ etcd ${minTool})` : ''}: snapshot restore into a fresh data dir for ${names.join(', ')} (own --name and peer URL, --initial-cluster=${initialCluster.join(',')}, one token), packed as a tar`),
     ...restored.map((n) => step('restore.installData', n.name, { node: n.name },
       `copy ${n.name}'s restored data over SSH, check its sha256 on the node, move it into ${p.dataDir}/member`)),
     ...restored.map((n) => step('node.writeRestoreConfig', n.name, { node: n.name, initialCluster: initialCluster.join(','), token },

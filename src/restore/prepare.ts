@@ -11,14 +11,15 @@
  * different bumps would disagree on every revision. The bump used is recorded and a
  * regeneration must match it.
  */
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, lstat, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MedicError } from '../engine/errors';
+import { atLeastMinor, hostTools, restoreToolFor, runTool } from '../exec/host-tools';
 
-export type RestoreTool = 'etcdutl' | 'etcdctl';
+export type { EtcdTool as RestoreTool } from '../exec/host-tools';
+import type { EtcdTool as RestoreTool } from '../exec/host-tools';
 
 /** One member of the restored cluster: its --name and --initial-advertise-peer-urls. */
 export interface RestoreMember { name: string; peerUrl: string }
@@ -47,30 +48,18 @@ export interface PrepareOptions {
   timeoutMs?: number;
   /** Tools to try, in order. @defaultValue ['etcdutl', 'etcdctl'] */
   tools?: RestoreTool[];
+  /**
+   * The cluster's etcd minor version ("3.5"): a tool older than it is not used (its data
+   * would not be what the cluster's etcd writes). Unset: any version.
+   */
+  minVersion?: string;
   progress?: (text: string) => void;
 }
 
 export interface PreparedNode { node: string; tar: string; sha256: string; bytes: number }
 
-export interface PrepareResult extends RestoreMethod { nodes: PreparedNode[] }
-
-interface ToolRun { missing: boolean; code?: number | string; killed?: boolean; stdout: string; stderr: string }
-
-const PATH_DEFAULT = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
-/** Runs a program without a shell; never rejects. */
-export function runTool(file: string, args: string[], timeoutMs: number): Promise<ToolRun> {
-  return new Promise((done) => {
-    execFile(file, args, {
-      timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20, windowsHide: true,
-      // etcdctl 3.4 speaks v3 only with ETCDCTL_API=3; nothing else of the bot's environment.
-      env: { PATH: process.env.PATH ?? PATH_DEFAULT, ETCDCTL_API: '3' },
-    }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { killed?: boolean }) | null;
-      done({ missing: e?.code === 'ENOENT', code: e?.code ?? undefined, killed: e?.killed, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
+/** version: what the tool said of itself (`etcdutl version`), when it did. */
+export interface PrepareResult extends RestoreMethod { nodes: PreparedNode[]; version?: string }
 
 const lastLines = (s: string) => s.trim().split('\n').filter((l) => !/deprecat/i.test(l)).slice(-3).join(' / ');
 
@@ -163,7 +152,19 @@ export async function prepareRestore(o: PrepareOptions): Promise<PrepareResult> 
     return m;
   });
   const tried: string[] = [];
+  const versions = await hostTools({ fresh: true });
   for (const c of candidates(o)) {
+    if (o.minVersion) {
+      const found = versions.find((t) => t.tool === c.tool);
+      if (found && !atLeastMinor(found.version, o.minVersion)) {
+        if (c.strict) {
+          throw new MedicError('SNAPSHOT_FAILED', `the restore started with ${c.tool}, and this worker's ${c.tool} ${found.version} is older than the cluster's etcd ${o.minVersion}: `
+            + 'the other nodes\' data must be restored the same way. Install a newer one here, or run the job on the first worker\'s host');
+        }
+        tried.push(`${c.tool} ${found.version}: older than the cluster's etcd ${o.minVersion}`);
+        continue;
+      }
+    }
     const first = await restoreOne(c.tool, o, members[0], join(o.workDir, `${members[0].name}.d`), c.bump);
     if (first === 'missing') { tried.push(`${c.tool}: not installed`); continue; }
     if (first === 'unsupported') {
@@ -185,10 +186,14 @@ export async function prepareRestore(o: PrepareOptions): Promise<PrepareResult> 
       out.push({ node: m.name, tar, sha256: await sha256File(tar), bytes: st.size });
       o.progress?.(`restored ${m.name}'s data with ${c.tool} (${out.length}/${members.length})`);
     }
-    return { tool: c.tool, bump: c.bump, nodes: out };
+    return { tool: c.tool, bump: c.bump, nodes: out, version: versions.find((t) => t.tool === c.tool)?.version };
   }
   if (!('auto' in o.method)) {
     throw new MedicError('SNAPSHOT_FAILED', `the restore started with ${o.method.tool}${o.method.bump ? ` (revision bump ${o.method.bump})` : ''}, which this worker's host does not have: the other nodes' data must be restored the same way. Install it here, or run the job on the first worker's host`);
+  }
+  if (o.minVersion && tried.some((t) => t.includes('older than'))) {
+    const pick = restoreToolFor(versions, o.minVersion);
+    throw new MedicError('SNAPSHOT_FAILED', 'refusal' in pick ? pick.refusal : `no usable etcd restore tool on the bot's host (${tried.join('; ')})`);
   }
   throw new MedicError('SNAPSHOT_FAILED', `no etcd restore tool on the bot's host (${tried.join('; ') || 'none tried'}): install etcdutl (etcd ≥ 3.5) or etcd-client (Debian's etcdctl)`);
 }

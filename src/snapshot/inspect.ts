@@ -10,11 +10,11 @@
  *   key count, and refuses a file that is not an etcd database at all.
  */
 import { createHash } from 'node:crypto';
-import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { MedicError } from '../engine/errors';
+import { runTool } from '../exec/host-tools';
 import type { SnapshotVerification } from './store';
 
 export type SnapshotTool = 'etcdutl' | 'etcdctl';
@@ -78,23 +78,6 @@ export function parseSnapshotStatus(text: string): { hash: string; revision: str
   return { hash: BigInt(field('hash')).toString(16), revision: BigInt(field('revision')).toString(10), totalKeys: safe('totalKey'), totalSize: safe('totalSize') };
 }
 
-interface ToolRun { missing: boolean; code?: number | string; killed?: boolean; stdout: string; stderr: string }
-
-/** Runs `<tool> snapshot status -w json <path>` without a shell; never rejects. */
-function runStatus(tool: SnapshotTool, path: string, timeoutMs: number): Promise<ToolRun> {
-  return new Promise((done) => {
-    execFile(tool, ['snapshot', 'status', '-w', 'json', path], {
-      timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20, windowsHide: true,
-      // Only what the tool needs: etcdctl 3.4 speaks v3 only with ETCDCTL_API=3.
-      env: { PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ETCDCTL_API: '3' },
-    }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { killed?: boolean }) | null;
-      // A string code is ours (spawn failed, output too large); a number is the tool's exit status.
-      done({ missing: e?.code === 'ENOENT', code: e?.code ?? undefined, killed: e?.killed, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
-
 const firstLine = (s: string) => s.trim().split('\n').filter((l) => !/deprecat/i.test(l))[0] ?? s.trim();
 
 /**
@@ -117,7 +100,7 @@ export async function inspectSnapshot(path: string, o: InspectOptions = {}): Pro
 
   const timeoutMs = o.timeoutMs ?? 120_000;
   for (const tool of o.tools ?? ['etcdutl', 'etcdctl']) {
-    const r = await runStatus(tool, file, timeoutMs);
+    const r = await runTool(tool, ['snapshot', 'status', '-w', 'json', file], timeoutMs);
     if (r.missing) continue;
     if (r.killed) {
       throw new MedicError('SNAPSHOT_FAILED', `${tool} snapshot status ${file} did not finish within ${timeoutMs} ms: a very large database or a slow disk on the bot's host; raise the inspect timeout and retry`, true);

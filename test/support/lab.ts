@@ -12,6 +12,8 @@ export const REPO_ROOT = [resolve(__dirname, '..', '..'), resolve(__dirname, '..
 export const LAB_SH = join(REPO_ROOT, 'lab', 'lab.sh');
 export const LAB_DIR = (process.env.LAB_DIR || '/var/lib/etcd-medic-lab').replace(/\/+$/, '');
 export const LAB_SSH_PORT = Number(process.env.LAB_SSH_PORT || 2222);
+/** The etcd version the lab runs (lab.sh up --etcd): 3.4 (Debian's) unless LAB_ETCD says otherwise. */
+export const LAB_ETCD = process.env.LAB_ETCD || '3.4';
 /** The nodes' network: node1..3 are .11-.13 of it (lab.sh's LAB_NET). */
 export const LAB_NET = process.env.LAB_NET || '127.10.0';
 
@@ -81,8 +83,18 @@ export async function labSh(...args: string[]): Promise<string> {
 
 /** A healthy lab (keeps the current one when it is healthy). Returns the clusters.yaml path. */
 export async function labUp(): Promise<string> {
-  await labSh('up');
+  await labSh('up', '--etcd', LAB_ETCD);
   return labConfigPath();
+}
+
+/**
+ * Puts the host-side etcdctl/etcdutl matching the lab's etcd first in PATH, for the tests
+ * and every bot process they start (the bot's host tooling follows the cluster's version).
+ */
+export async function useLabTools(): Promise<string> {
+  const dir = (await labSh('tools')).trim();
+  if (!(process.env.PATH ?? '').split(':').includes(dir)) process.env.PATH = `${dir}:${process.env.PATH ?? ''}`;
+  return dir;
 }
 
 export async function labDown(): Promise<void> {
@@ -219,7 +231,7 @@ export async function ensureLabHealthy(): Promise<void> {
     return members.length === LAB_NODES.length && members.every((m) => m.status === 'started' && m.name && !m.isLearner)
       && Object.values(await endpointHealth()).every(Boolean);
   };
-  await labSh('up');
+  await labSh('up', '--etcd', LAB_ETCD);
   try {
     await pollUntil('a healthy lab (3 voters, no learner)', healthy, 30_000, 500);
   } catch {
