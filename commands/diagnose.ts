@@ -136,7 +136,7 @@ export function diagnoseReport(
   const status = s.verdict === 'unknown'
     ? `unknown: no member could be reached (${s.voters} voting members expected)`
     : `${s.verdict === 'quorum-lost' ? 'quorum lost' : s.verdict}: ${s.healthyVoters}/${s.voters} voting members healthy`;
-  const critical = findings.some((f) => f.scenario === 'all-members-lost' || f.scenario === 'quorum-lost' || f.scenario === 'nospace-alarm');
+  const critical = findings.some((f) => f.scenario === 'data-lost' || f.scenario === 'all-members-lost' || f.scenario === 'quorum-lost' || f.scenario === 'nospace-alarm');
   const read = nodes.filter((n) => n.logs).map((n) => `${n.node}: ${n.logs!.source}`);
   return {
     title: `etcd diagnose — ${cluster.name}`,

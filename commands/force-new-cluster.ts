@@ -11,6 +11,7 @@ export default defineCommand({
   summary: 'Quorum lost: re-form a one-member cluster from a survivor, remove the flag again, add the other nodes back (two approvals)',
   args: [arg.cluster(), arg.node('survivor')],
   risk: 'destructive',
+  rebuildsCluster: true,
   // Throws away every other member's identity: two people other than the requester.
   minApprovals: 2,
   plan(state, args) {

@@ -19,6 +19,7 @@ import approve from './approve';
 import forceNewCluster from './force-new-cluster';
 import reject from './reject';
 import cancel from './cancel';
+import forget from './forget';
 
 /** Every subcommand, in the order help lists them. */
-export const commands: readonly CommandDef[] = [status, diagnose, snapshotSave, snapshotList, alarm, logs, replaceMember, removeMember, addMember, restore, forceNewCluster, defrag, alarmDisarm, approve, reject, cancel, jobs, audit, clusters, help];
+export const commands: readonly CommandDef[] = [status, diagnose, snapshotSave, snapshotList, alarm, logs, replaceMember, removeMember, addMember, restore, forceNewCluster, defrag, alarmDisarm, approve, reject, cancel, jobs, audit, forget, clusters, help];

@@ -6,6 +6,7 @@ export default defineCommand({
   summary: 'Restore the whole cluster from a verified snapshot in the bot\'s store: every node at once (all) or one node first, then the others join (single)',
   args: [arg.cluster(), arg.snapshot(), arg.choice('mode', ['all', 'single'], 'all')],
   risk: 'destructive',
+  rebuildsCluster: true,
   // Every node's data is replaced: two people besides the requester, whatever the config says.
   minApprovals: 2,
   plan: (state, args) => planRestore(state, { snapshot: args.snapshot, mode: args.mode }),

@@ -2,6 +2,9 @@ import { arg, defineCommand } from '../src/engine/command';
 import { bytesText, type Report } from '../src/engine/report';
 import { summarize, StatusSummary, MemberView } from '../src/engine/status-summary';
 import type { ClusterSnapshot } from '../src/exec/types';
+import { dataLossNext } from '../src/engine/cluster-memory';
+import { newestVerified } from '../src/snapshot/retention';
+import type { SnapshotRecord, SnapshotStore } from '../src/snapshot/store';
 
 export default defineCommand({
   id: 'status',
@@ -10,9 +13,32 @@ export default defineCommand({
   risk: 'read',
   async execute(ctx) {
     const snap = await ctx.probe(ctx.cluster);
-    return statusReport(snap, summarize(ctx.cluster, snap), ctx.jobId);
+    const report = statusReport(snap, summarize(ctx.cluster, snap), ctx.jobId);
+    return snap.memory?.findings.length ? withDataLoss(report, snap, await newestOf(ctx.snapshots, ctx.cluster.name)) : report;
   },
 });
+
+/** The newest verified snapshot of a cluster in the bot's store, if any (never throws). */
+async function newestOf(store: SnapshotStore | undefined, cluster: string): Promise<SnapshotRecord | undefined> {
+  const all = await store?.list(cluster).catch(() => undefined);
+  return all ? newestVerified(all) : undefined;
+}
+
+/**
+ * The cluster contradicts what the bot saw before (engine/cluster-memory): whatever its
+ * members say of their health, the verdict is data loss, with the restore to run.
+ */
+export function withDataLoss(report: Report, snap: ClusterSnapshot, newest?: SnapshotRecord): Report {
+  const findings = snap.memory!.findings;
+  const what = findings.map((f) => f.kind === 'came-back-empty' ? 'the cluster came back empty' : f.kind === 'revision-backwards' ? 'the revision went backwards'
+    : f.kind === 'cluster-id-changed' ? 'the cluster id changed' : 'members answer for different clusters');
+  return {
+    ...report,
+    verdict: { level: 'critical', text: `data lost: ${what.join(', ')} (the members' own health: ${report.verdict?.text ?? 'unknown'})` },
+    notes: [...findings.map((f) => f.text), ...(report.notes ?? [])],
+    next: [...dataLossNext(snap.cluster, newest), ...(report.next ?? []).filter((n) => !/healthy|nothing to do/i.test(n))],
+  };
+}
 
 const VERDICT_TEXT: Record<StatusSummary['verdict'], string> = {
   healthy: 'healthy',

@@ -15,6 +15,8 @@ import IORedis, { Redis } from 'ioredis';
 import { createAuditLog, AuditLog } from './audit/audit-log';
 import { createAnchorSink, formatAnchor } from './audit/anchor';
 import { createApprovalStore } from './engine/approvals';
+import { createClusterMemory } from './engine/cluster-memory';
+import { summarize } from './engine/status-summary';
 import { createClusterLocks } from './locks/cluster-lock';
 import { createWorkflow, ExecutionResources, maxRevision } from './engine/workflow';
 import { createJobResources } from './actions/context';
@@ -115,16 +117,24 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const locks = createClusterLocks(state, opts.clusterLeaseMs ?? 30000);
   const surfaces: Partial<Record<'slack' | 'console', ChatSurface>> = {};
   const rawProbe = opts.sshKey ? createProbe(opts.sshKey) : async () => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); };
-  // Every probe notes the highest revision seen: a restore bumps past it.
+  // One memory per deployment (its queue): what the bot has seen of each cluster.
+  const memory = createClusterMemory(state, opts.queueName ?? 'etcd-medic');
+  // Every probe notes the highest revision seen (a restore bumps past it) and is compared
+  // with what the bot saw before: data that vanished or was replaced is named, not "healthy".
   const probe = async (cluster: ClusterConfig) => {
     const snap = await rawProbe(cluster);
     void approvals.noteRevision(cluster.name, maxRevision(snap.probes.map((p) => p.status?.revision ?? '0'))).catch(() => undefined);
+    const seen = await memory.observe(snap, summarize(cluster, snap)).catch((e: unknown) => {
+      opts.log.warn({ cluster: cluster.name, error: String(e) }, 'could not compare the probe with the cluster memory (Redis?)');
+      return undefined;
+    });
+    if (seen) snap.memory = seen;
     return snap;
   };
   const sshKey = opts.sshKey;
   const snapshots = { store: createSnapshotStore({ dir: opts.snapshotDir ?? '/var/lib/etcd-medic/snapshots' }) };
   const workflow = createWorkflow({
-    config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, now: opts.now, planIdPrefix: opts.planIdPrefix, queueName: opts.queueName ?? 'etcd-medic',
+    config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, memory, now: opts.now, planIdPrefix: opts.planIdPrefix, queueName: opts.queueName ?? 'etcd-medic',
     enqueueExecution: (job, jobId) => queue.add(job, { jobId }),
     openResources: sshKey ? (cluster, _planId, fence): ExecutionResources => {
       const res = createJobResources({ cluster, sshKey, fence });
@@ -178,6 +188,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
         plans: (c, n) => approvals.recentPlans(c, n),
       }, cluster),
       snapshots: snapshots.store,
+      memory,
       openResources: (cluster) => createJobResources({ cluster, sshKey: key }),
       withNode: async (cluster, node, fn) => {
         const res = createJobResources({ cluster, sshKey: key });

@@ -21,6 +21,8 @@ const RISKS: Record<string, Risk> = {
   help: 'read',
   defrag: 'mutating',
   'alarm-disarm': 'mutating',
+  // Changes only the bot's memory, but silences a data-loss alarm.
+  forget: 'mutating',
   'add-member': 'mutating',
   'remove-member': 'destructive',
   'replace-member': 'destructive',
@@ -129,6 +131,8 @@ describe('required approvals', () => {
   it('by default: destructive needs one approver, mutating only the requester\'s confirmation', () => {
     expect(Object.fromEntries(planned.map((c) => [c.id, requiredApprovals(c, cluster)]))).toEqual({
       'replace-member': 1, 'remove-member': 1, 'add-member': 0, defrag: 0, 'alarm-disarm': 0,
+      // Silencing a data-loss alarm: someone else agrees.
+      forget: 1,
       // Each throws away the identity of every other member: two people, whatever the policy.
       'force-new-cluster': 2, ...(planned.some((c) => c.id === 'restore') ? { restore: 2 } : {}),
     });
@@ -137,7 +141,7 @@ describe('required approvals', () => {
   it('the cluster\'s access.<risk>.approvals sets the number', () => {
     const strict = clusterConfig({ access: { ...ACCESS, mutating: { ...ACCESS.mutating, approvals: 1 }, destructive: { ...ACCESS.destructive, approvals: 2 } } });
     expect(Object.fromEntries(planned.map((c) => [c.id, requiredApprovals(c, strict)]))).toEqual({
-      'replace-member': 2, 'remove-member': 2, 'add-member': 1, defrag: 1, 'alarm-disarm': 1,
+      'replace-member': 2, 'remove-member': 2, 'add-member': 1, defrag: 1, 'alarm-disarm': 1, forget: 1,
       'force-new-cluster': 2, ...(planned.some((c) => c.id === 'restore') ? { restore: 2 } : {}),
     });
   });

@@ -3,8 +3,9 @@
  * BullMQ worker on a real Redis, SSH into the lab's sshd, the etcd API through tunnels,
  * and the message read back from the fake Slack Web API.
  */
-import { labSh, memberIdsByName, leaderName, waitLabHealthy, ensureLabHealthy } from './support/lab';
-import { startHarness, Harness } from './support/harness';
+import { labSh, memberIdsByName, leaderName, waitLabHealthy, ensureLabHealthy, hostEtcdctl, labFresh, LAB_NODES, pollUntil, endpointHealth } from './support/lab';
+import { startHarness, Harness, LAB_CHANNEL, blocksText } from './support/harness';
+import { click, threadText, waitPlanMessage } from './support/plans';
 
 /** The table row of a node, as shown in the message: "node3  <id>  <role>  <health> …". */
 function rowOf(text: string, node: string): string {
@@ -74,6 +75,54 @@ describe('/etcd status lab', () => {
       await labSh('start-node', 'node2');
       await labSh('start-node', 'node3');
       await waitLabHealthy();
+    }
+  });
+
+  it('every data dir wiped and etcd restarted: the cluster reads healthy to etcd, but status says data lost, with the restore command; diagnose agrees; forget starts over', async () => {
+    for (let i = 0; i < 50; i++) await hostEtcdctl(['put', `/medic-test/vanish/${i}`, `v${i}`]);
+    await h.slash('snapshot save lab');
+    const saved = await h.nextMessage(/etcd snapshot save — lab/, 120_000);
+    const snapId = /\b(\d{8}T\d{6}Z-node\d-[0-9a-f]{4})\b/.exec(saved.text)?.[1];
+    expect(snapId).toBeDefined();
+    // The bot sees the cluster as it is (revision > 50): remembered.
+    await h.slash('status lab');
+    expect((await h.nextMessage(/etcd status — lab/)).blocks).toContain('healthy: 3/3 voting members healthy');
+    try {
+      // Every node's data dir emptied; kubelet starts etcd again from the same manifests:
+      // a brand-new, empty cluster under the same member ids.
+      for (const n of LAB_NODES) await labSh('wipe-data', n.name);
+      await pollUntil('the wiped members to form a cluster again', async () => Object.values(await endpointHealth()).every(Boolean), 90_000, 500);
+      expect(await hostEtcdctl(['get', '--prefix', '/medic-test/vanish/', '--keys-only'])).toBe('');
+
+      await h.slash('status lab');
+      const msg = await h.nextMessage(/etcd status — lab/);
+      for (const shown of [msg.blocks, msg.text]) {
+        expect(shown).toMatch(/data lost: the cluster came back empty/);
+        expect(shown).not.toMatch(/OK: healthy/);
+      }
+      expect(msg.blocks).toMatch(/came back empty: it is at revision 1 \(nothing ever written\), the bot has seen it at revision \d+/);
+      expect(msg.blocks).toContain(`/etcd restore lab ${snapId} --mode all`);
+
+      await h.slash('diagnose lab');
+      const diag = await h.nextMessage(/etcd diagnose — lab/, 60_000);
+      expect(diag.blocks).toMatch(/data-lost/);
+      expect(diag.blocks).toContain(`/etcd restore lab ${snapId} --mode all`);
+
+      // Forgotten on purpose (a plan someone else approves): the empty cluster is now the one the bot knows.
+      const before = h.fake.messages(LAB_CHANNEL).length;
+      await h.slash('forget lab', { user: 'U0ALICE' });
+      const plan = await waitPlanMessage(h, /etcd forget — lab/, before);
+      const text = blocksText(plan.blocks ?? []);
+      expect(text).toMatch(/Remembered[\s\S]*cluster id [0-9a-f]+, highest revision \d+/);
+      expect(text).toMatch(/Contradicted by[\s\S]*came-back-empty/);
+      expect(text).toMatch(/needs 1 approval/);
+      expect((await click(h, plan, 'approve', 'U0BOB')).reply).toMatch(/it runs now/);
+      await h.fake.waitFor(() => /done: all 1 steps ran/.test(threadText(h, plan.ts)) || undefined, 60_000);
+      expect(threadText(h, plan.ts)).toMatch(/step 1\/1: bot\.forgetMemory .*forgot what the bot had seen of lab/);
+      await h.slash('status lab');
+      expect((await h.nextMessage(/etcd status — lab/)).blocks).toContain('healthy: 3/3 voting members healthy');
+    } finally {
+      await labFresh();
     }
   });
 });

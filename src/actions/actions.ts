@@ -7,6 +7,7 @@ import type { NodeConfig } from '../config/schema';
 import { abortableSleep, abortReason, untilAborted } from '../engine/abort';
 import { describeError, isMedicError, MedicError } from '../engine/errors';
 import type { ActionName, StepSpec } from '../engine/plan';
+import type { ClusterMemory } from '../engine/cluster-memory';
 import type { MemberInfo } from '../exec/types';
 import { hostOf } from '../engine/status-summary';
 import type { JobResources } from './context';
@@ -59,6 +60,8 @@ export interface ActionContext {
    * collides with an earlier plan's leftovers. @defaultValue `job-<planId>`
    */
   tag?: string;
+  /** What the bot remembers of each cluster (bot.forgetMemory). */
+  memory?: ClusterMemory;
   /** Overrides of the class timeouts (fault tests and drills). @defaultValue STEP_TIMEOUT_MS */
   stepTimeoutMs?: Partial<typeof STEP_TIMEOUT_MS>;
 }
@@ -86,6 +89,7 @@ export const STEP_CLASS: Record<ActionName, 'change' | 'wait'> = {
   'node.copyDataAside': 'wait',
   'node.setFlag': 'change',
   'etcd.waitSingleMember': 'wait',
+  'bot.forgetMemory': 'change',
 };
 export const STEP_TIMEOUT_MS = { change: 60_000, wait: 180_000 };
 
@@ -341,6 +345,13 @@ const actions: Partial<Record<ActionName, Action>> = {
     if (!alarms.length) return { status: 'skipped', detail: `no alarm raised (checked on ${via})` };
     for (const a of alarms) await client.alarmDisarm(a.memberId, a.alarm as 'NOSPACE' | 'CORRUPT');
     return { status: 'done', detail: `disarmed ${alarms.map((a) => `${a.alarm} on ${a.memberId}`).join(', ')} via ${via}` };
+  },
+
+  // The bot's memory of the cluster, not the cluster: nothing remote happens. Safe to repeat.
+  'bot.forgetMemory': async (_step, ctx) => {
+    if (!ctx.memory) throw new MedicError('INTERNAL', 'this worker keeps no memory of clusters: nothing was forgotten');
+    await ctx.memory.forget(ctx.res.cluster.name);
+    return { status: 'done', detail: `forgot what the bot had seen of ${ctx.res.cluster.name}: the next probe is remembered as the cluster` };
   },
 
   // What this plan promised, not that the whole cluster is well: another member may be

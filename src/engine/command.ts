@@ -2,6 +2,7 @@ import type { ClusterConfig, MedicConfig } from '../config/schema';
 import type { ClusterSnapshot } from '../exec/types';
 import type { Report } from './report';
 import type { PlanDraft, PlanState } from './plan';
+import type { ClusterMemory } from './cluster-memory';
 import type { AuditLog } from '../audit/audit-log';
 import type { PlanView } from './approvals';
 import type { NodeRuntime } from '../runtime/types';
@@ -57,6 +58,8 @@ export interface RunContext {
   jobs?: (cluster: string) => Promise<JobsView>;
   /** The bot's snapshot store (snapshot save/list). */
   snapshots?: SnapshotStore;
+  /** What the bot remembers of each cluster (forget). */
+  memory?: ClusterMemory;
   /** SSH sessions, tunnels and etcd clients for one command; the caller closes them. */
   openResources?: (cluster: ClusterConfig) => JobResources;
   /** SSH to one node of the cluster (for /etcd logs); closed by the runner. */
@@ -92,6 +95,11 @@ export interface CommandDef {
    * MedicError('UNSAFE') (see refuse()) when the change would be unsafe.
    */
   plan?: (state: PlanState, args: Record<string, string>) => PlanDraft;
+  /**
+   * Completing the plan replaces the cluster's identity or history (restore: a new cluster;
+   * force-new-cluster: a new membership on one member's data): the bot's memory of it is reset.
+   */
+  rebuildsCluster?: boolean;
   /** approve / reject / cancel <job>: a decision on a plan, answered at once (no queue). */
   decision?: 'approve' | 'reject' | 'cancel';
   /** Approvals this command needs at least, whatever the cluster's policy says (force-new-cluster: 2). */

@@ -15,6 +15,7 @@ import type { SnapshotRecord } from '../snapshot/store';
 import type { MemberView, StatusSummary } from './status-summary';
 
 export type ScenarioId =
+  | 'data-lost'
   | 'all-members-lost'
   | 'quorum-lost'
   | 'cluster-id-mismatch'
@@ -97,6 +98,8 @@ export const LOG_SIGNS = {
 
 /** Order of urgency, and of the next commands: what must run first comes first. */
 const URGENCY: Record<ScenarioId, number> = {
+  // The cluster serves, but not the data the bot saw: nothing else matters until that is restored.
+  'data-lost': -1,
   'all-members-lost': 0,
   'quorum-lost': 1,
   'cluster-id-mismatch': 2,
@@ -505,6 +508,28 @@ function nodeLine(v: NodeView, dataDir: string): string {
   return `${v.name}: SSH works; ${rt.running ? 'etcd runs but does not answer' : 'no etcd process'}; ${config}; ${dataDir}/member ${rt.hasData ? 'exists' : 'missing'}`;
 }
 
+/**
+ * The cluster contradicts what the bot saw before (engine/cluster-memory): its revision went
+ * backwards, it came back empty, its cluster id changed, or members answer for different
+ * clusters. Restore from the newest verified snapshot.
+ */
+function dataLost(x: Ctx): Finding | undefined {
+  const found = x.input.snapshot.memory?.findings ?? [];
+  if (!found.length) return undefined;
+  const b = x.input.backups;
+  const snap = b && 'newestVerified' in b ? b.newestVerified : undefined;
+  const evidence = found.map((f) => f.text);
+  evidence.push(snap
+    ? `newest verified snapshot: ${snap.id}, revision ${snap.revision === '0' ? 'unknown' : snap.revision}${snap.liveKeys !== undefined ? `, ${snap.liveKeys} keys` : ''}, taken ${snap.createdAt} from ${snap.node}`
+    : 'no verified snapshot in the bot\'s store: restore from your own backup');
+  return {
+    scenario: 'data-lost',
+    title: `data lost: ${found.map((f) => f.kind.replace(/-/g, ' ')).join(', ')}; the members may read healthy, but they do not hold the data the bot saw${snap ? `: restore from ${snap.id}` : ''}`,
+    evidence,
+    next: [...(snap ? [`/etcd restore ${x.c} ${snap.id} --mode all`] : []), `/etcd forget ${x.c}`],
+  };
+}
+
 function allLost(x: Ctx): Finding {
   const evidence: string[] = [];
   const b = x.input.backups;
@@ -582,6 +607,8 @@ export function diagnose(input: DiagnoseInput): Finding[] {
     if (vs.every((v) => v.accessDenied)) return [];
     return finish([allLost(x)]);
   }
+  const lost = dataLost(x);
+  if (lost) findings.push(lost);
   const mismatch = clusterIdMismatch(x);
   if (mismatch) findings.push(mismatch);
   findings.push(...dataWiped(x), ...removedNodes(x));

@@ -36,7 +36,9 @@ export type ActionName =
   // quorum loss (issue 4)
   | 'node.copyDataAside'
   | 'node.setFlag'
-  | 'etcd.waitSingleMember';
+  | 'etcd.waitSingleMember'
+  // the bot's own state
+  | 'bot.forgetMemory';
 
 export type StepParam = string | number | boolean | string[];
 

@@ -18,6 +18,7 @@ export interface RunnerDeps {
   withNode?: RunContext['withNode'];
   snapshots?: RunContext['snapshots'];
   openResources?: RunContext['openResources'];
+  memory?: RunContext['memory'];
 }
 
 /**
@@ -34,7 +35,7 @@ export function createJobRunner(deps: RunnerDeps) {
       if (!cluster) return errorReport(title, `cluster '${job.cluster}' is no longer in this worker's configuration`, ['/etcd clusters']);
       try {
         return await command.execute({
-          config: deps.config, cluster, args: job.args, origin: job.origin, jobId, probe: deps.probe, audit: deps.audit, jobs: deps.jobs, withNode: deps.withNode, snapshots: deps.snapshots, openResources: deps.openResources,
+          config: deps.config, cluster, args: job.args, origin: job.origin, jobId, probe: deps.probe, audit: deps.audit, jobs: deps.jobs, withNode: deps.withNode, snapshots: deps.snapshots, openResources: deps.openResources, memory: deps.memory,
         });
       } catch (e) {
         const code = isMedicError(e) ? ` [${e.code}]` : '';

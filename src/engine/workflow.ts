@@ -9,6 +9,7 @@ import type { AuditLog } from '../audit/audit-log';
 import type { ClusterConfig, MedicConfig } from '../config/schema';
 import type { ClusterSnapshot } from '../exec/types';
 import { hostTools, HostTool } from '../exec/host-tools';
+import type { ClusterMemory } from './cluster-memory';
 import type { ClusterLocks, Lease } from '../locks/cluster-lock';
 import { keepAlive } from '../locks/keep-alive';
 import type { ApprovalStore, PlanRecord, PlanView } from './approvals';
@@ -56,6 +57,8 @@ export interface WorkflowDeps {
   /** Where events go that can't wait for Redis (a lost lease). */
   log?: (msg: string, extra?: Record<string, unknown>) => void;
   snapshots?: ActionContext['snapshots'];
+  /** What the bot remembers of each cluster (reset when a restore or force-new-cluster completes). */
+  memory?: ClusterMemory;
   /** The etcd tools on this worker's host (restores are made with them). @defaultValue hostTools() */
   hostTools?: () => Promise<HostTool[]>;
   /** @defaultValue () => new Date() */
@@ -488,7 +491,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         const started = Date.now();
         let outcome!: StepOutcome;
         const stepCtx = {
-          planId: rec.id, requester: rec.requester, outputs: exec.outputs, snapshots: deps.snapshots, signal: abort.signal,
+          planId: rec.id, requester: rec.requester, outputs: exec.outputs, snapshots: deps.snapshots, memory: deps.memory, signal: abort.signal,
           tag: `job-${rec.id}-${rec.createdAt.replace(/[-:]/g, '').slice(0, 15)}`,
           progress: (text: string) => {
             void deps.approvals.setExtra(rec.id, { progress: `${label} — ${text}` })
@@ -563,6 +566,12 @@ export function createWorkflow(deps: WorkflowDeps) {
       keep.stop();
       await deps.approvals.transition(rec.id, ['running'], 'succeeded');
       await resources.close().catch(() => undefined);
+      if (commandOf(rec.command).rebuildsCluster) {
+        // A new cluster (restore) or a new membership on old data (force-new-cluster), both
+        // approved: what the bot saw before is no longer what to compare with.
+        await deps.memory?.forget(cluster.name).catch(() => undefined);
+        await audit('cluster.memory.reset', cluster.name, rec.id, 'bot', { reason: `${rec.command} completed` });
+      }
       const status = await finalReport(cluster, title, 'ok', `done: all ${steps.length} steps ran.`);
       await audit('job.succeeded', cluster.name, rec.id, 'bot', { verdict: status.verdict?.text, members: status.tables?.[0]?.rows });
       const report = await anchored(status);

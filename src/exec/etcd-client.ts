@@ -155,6 +155,7 @@ export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberCl
         raftAppliedIndex: String(r.raftAppliedIndex ?? '0'),
         errors: r.errors ?? [],
         revision: r.header?.revision !== undefined ? String(r.header.revision) : undefined,
+        clusterId: r.header?.cluster_id !== undefined ? hexId(r.header.cluster_id) : undefined,
       };
     }),
 

@@ -26,6 +26,8 @@ export interface EndpointStatus {
   errors: string[];
   /** The store's revision when this member answered (response header). */
   revision?: string;
+  /** The cluster this member belongs to (response header), hex: members of one cluster agree. */
+  clusterId?: string;
 }
 
 export interface Alarm {
@@ -50,4 +52,27 @@ export interface ClusterSnapshot {
   cluster: string;
   collectedAt: string;                // ISO time
   probes: NodeProbe[];                // one per configured node, config order
+  /**
+   * What the bot remembers of the cluster and how the cluster now contradicts it (data
+   * lost, another cluster in its place): set where the bot keeps a memory (engine/cluster-memory).
+   */
+  memory?: { findings: DataLossFinding[]; remembered: ClusterMemoryView };
+}
+
+/** What the bot has seen of a cluster before (kept across probes, in Redis). */
+export interface ClusterMemoryView {
+  /** The cluster id its serving members agreed on, hex. */
+  clusterId?: string;
+  /** Member ids (hex), sorted. */
+  members?: string[];
+  /** The highest store revision seen (decimal). */
+  revision: string;
+  /** When the identity was last confirmed (ISO). */
+  at?: string;
+}
+
+/** A way the cluster's data vanished or was replaced, as the bot can tell from what it saw before. */
+export interface DataLossFinding {
+  kind: 'revision-backwards' | 'came-back-empty' | 'cluster-id-changed' | 'split-cluster';
+  text: string;
 }

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
  * kubeadm's stacked etcd, each node a mount namespace with its own sshd, on $LAB_NET.11-13 (127.10.0.11-13).
  */
 import { spawn } from 'node:child_process';
+import IORedis from 'ioredis';
 import { join, resolve } from 'node:path';
 
 /** The checkout: two levels up from test/support, three from dist/test/support (the bench). */
@@ -78,6 +79,10 @@ export async function labSh(...args: string[]): Promise<string> {
   if (r.code !== 0) {
     throw new Error(`lab.sh ${args.join(' ')} failed (exit ${r.code ?? r.signal}):\n${r.stderr.trim()}\n${r.stdout.trim()}`);
   }
+  // `up` made a new cluster (not "already up and healthy"): a new cluster on purpose, so the
+  // bots of the test Redis forget the old one (engine/cluster-memory: otherwise they would
+  // rightly report its data as lost).
+  if (args[0] === 'up' && /lab up in \d+s/.test(r.stderr)) await forgetLabClusters();
   return r.stdout;
 }
 
@@ -105,6 +110,23 @@ export async function labDown(): Promise<void> {
 export async function labFresh(): Promise<string> {
   await labDown();
   return labUp();
+}
+
+/** Deletes every bot's memory of the lab clusters in the test Redis (keys `<queue>:memory:lab*`). */
+export async function forgetLabClusters(url = process.env.TEST_REDIS_URL): Promise<void> {
+  if (!url) return;
+  const redis = new IORedis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', '*:memory:lab*', 'COUNT', 1000);
+      if (keys.length) await redis.del(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
 }
 
 function etcdctlArgs(args: string[], endpoints: string[]): string[] {
