@@ -15,8 +15,8 @@ export default defineCommand({
     return {
       steps: additionSteps(state, args.node, s.voters + 1),
       facts: [
-        { label: 'Fault tolerance before', value: faultTolerance(s.voters, s.healthyVoters) },
-        { label: 'After adding', value: faultTolerance(s.voters + 1, s.healthyVoters + 1) },
+        { label: 'Fault tolerance before', value: faultTolerance(s.voters, s.healthyVoters), volatile: true },
+        { label: 'After adding', value: faultTolerance(s.voters + 1, s.healthyVoters + 1), volatile: true },
       ],
     };
   },

@@ -47,7 +47,7 @@ export default defineCommand({
       steps,
       facts: [
         { label: 'Alarms', value: shown.join(', ') },
-        { label: 'Fault tolerance', value: faultTolerance(s.voters, s.healthyVoters) },
+        { label: 'Fault tolerance', value: faultTolerance(s.voters, s.healthyVoters), volatile: true },
         ...dbFacts(state),
       ],
       warnings,

@@ -34,7 +34,7 @@ export default defineCommand({
     return {
       steps,
       facts: [
-        { label: 'Fault tolerance', value: faultTolerance(s.voters, s.healthyVoters) },
+        { label: 'Fault tolerance', value: faultTolerance(s.voters, s.healthyVoters), volatile: true },
         { label: 'Order', value: targets.map((m) => `${m.node}${m.isLeader ? ' (leader)' : m.isLearner ? ' (learner)' : ''}`).join(', ') },
         ...dbFacts(state),
       ],

@@ -57,8 +57,10 @@ export default defineCommand({
     return {
       steps,
       facts: [
-        { label: 'Now', value: `quorum lost: ${faultTolerance(s.voters, s.healthyVoters)}` },
-        { label: 'Survivor', value: `${survivor} (member ${mine.status.memberId}, raft index ${mine.status.raftIndex})` },
+        { label: 'Now', value: `quorum lost: ${faultTolerance(s.voters, s.healthyVoters)}`, volatile: true },
+        { label: 'Survivor', value: `${survivor} (member ${mine.status.memberId})` },
+        // Moves with every election the survivor holds alone: shown, not bound.
+        { label: 'Survivor raft index', value: mine.status.raftIndex, volatile: true },
         { label: 'Afterwards', value: `${faultTolerance(votersAfter, votersAfter)}${rebuild.length ? ` (${rebuild.join(', ')} rebuilt)` : ''}` },
       ],
       warnings,

@@ -24,11 +24,12 @@ export default defineCommand({
     if (!m.clusterId && m.revision === '0') refuse(`the bot remembers nothing of ${c} yet: nothing to forget`);
     const findings = memory.findings;
     return {
-      steps: [step('bot.forgetMemory', undefined, { clusterId: m.clusterId ?? '', revision: m.revision },
-        `forget cluster id ${m.clusterId ?? 'unknown'} and revision ${m.revision} of ${c}: the next probe is remembered as ${c}`)],
+      // Bound to the cluster id only: the remembered revision and time move with every probe of a serving cluster.
+      steps: [step('bot.forgetMemory', undefined, { clusterId: m.clusterId ?? '' },
+        `forget cluster id ${m.clusterId ?? 'unknown'} and the highest revision seen of ${c}: the next probe is remembered as ${c}`)],
       facts: [
-        { label: 'Remembered', value: `cluster id ${m.clusterId ?? 'unknown'}, highest revision ${m.revision}${m.at ? `, last confirmed ${m.at}` : ''}` },
-        { label: 'Contradicted by', value: findings.length ? findings.map((f) => f.kind).join(', ') : 'nothing: the cluster is as the bot saw it' },
+        { label: 'Remembered', value: `cluster id ${m.clusterId ?? 'unknown'}, highest revision ${m.revision}${m.at ? `, last confirmed ${m.at}` : ''}`, volatile: true },
+        { label: 'Contradicted by', value: findings.length ? findings.map((f) => f.kind).join(', ') : 'nothing: the cluster is as the bot saw it', volatile: true },
       ],
       warnings: findings.length
         ? [`the bot reports ${c}'s data as lost (${findings.map((f) => f.text).join(' / ')}). Forget only if that is known and accepted (a restore done by hand); otherwise restore: /etcd diagnose ${c}`]

@@ -20,7 +20,7 @@ export default defineCommand({
     const s = state.summary;
     const votersAfter = target.isLearner ? s.voters + 1 : s.voters;
     const steps = [...removalSteps(state, target, warnings, { cleanNode: false }), ...additionSteps(state, node, votersAfter)];
-    facts.push({ label: 'After adding back', value: faultTolerance(votersAfter, s.healthyVoters - (target.healthy ? 1 : 0) + 1) });
+    facts.push({ label: 'After adding back', value: faultTolerance(votersAfter, s.healthyVoters - (target.healthy ? 1 : 0) + 1), volatile: true });
     return { steps, facts, warnings };
   },
 });

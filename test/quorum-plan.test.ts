@@ -41,7 +41,8 @@ describe('force-new-cluster', () => {
     expect(p.steps[2].params).toEqual({ node: 'node1', flag: '--force-new-cluster' });
     expect(p.steps[6].params).toEqual({ node: 'node1', flag: '--force-new-cluster', remove: true });
     expect(p.steps[p.steps.length - 1].params).toEqual({ voters: 3 });
-    expect(p.facts.find((f) => f.label === 'Survivor')!.value).toMatch(/^node1 \(member [0-9a-f]+, raft index \d+\)$/);
+    expect(p.facts.find((f) => f.label === 'Survivor')!.value).toMatch(/^node1 \(member [0-9a-f]+\)$/);
+    expect(p.facts.find((f) => f.label === 'Survivor raft index')).toMatchObject({ value: expect.stringMatching(/^\d+$/), volatile: true });
   });
 
   it('leaves out nodes it cannot reach over SSH, and says so', () => {

@@ -121,19 +121,28 @@ async function expectRestored(rec: SnapshotRecord): Promise<void> {
   }
 }
 
-/** Requests the restore as Alice, checks who may approve, approves as Bob then Carol; returns the plan message. */
-async function requestAndApprove(h: Harness, id: string, mode: 'all' | 'single') {
+/** Requests the restore as Alice; returns the plan message. */
+async function requestPlan(h: Harness, id: string, mode: 'all' | 'single') {
   const before = h.fake.messages(LAB_CHANNEL).length;
   expect((await h.slash(`restore lab ${id} --mode ${mode}`, { user: ALICE })).status).toBe(200);
   const plan = await waitPlanMessage(h, /etcd restore — lab/, before, 120_000);
-  const planId = planIdOf(plan);
-  const text = blocksText(plan.blocks ?? []);
-  expect(text).toMatch(/needs 2 approvals from someone other than the requester/);
+  return { plan, planId: planIdOf(plan), text: blocksText(plan.blocks ?? []) };
+}
+
+/** Checks who may approve, then approves as Bob and Carol (two people other than the requester). */
+async function approveBoth(h: Harness, plan: Awaited<ReturnType<typeof requestPlan>>['plan']): Promise<void> {
+  expect(blocksText(plan.blocks ?? [])).toMatch(/needs 2 approvals from someone other than the requester/);
   expect((await click(h, plan, 'approve', ALICE)).reply).toMatch(/you requested plan \S+: someone else must approve it/);
   expect((await click(h, plan, 'approve', BOB)).reply).toMatch(/you approved plan \S+: 1 more approval\(s\) needed/);
   expect((await click(h, plan, 'approve', BOB)).reply).toMatch(/already approved/);
   expect((await click(h, plan, 'approve', CAROL)).reply).toMatch(/you approved plan \S+: it runs now/);
-  return { plan, planId, text };
+}
+
+/** Requests the restore as Alice, checks who may approve, approves as Bob then Carol; returns the plan message. */
+async function requestAndApprove(h: Harness, id: string, mode: 'all' | 'single') {
+  const r = await requestPlan(h, id, mode);
+  await approveBoth(h, r.plan);
+  return r;
 }
 
 async function waitDone(h: Harness, ts: string, steps: number, timeoutMs = 300_000): Promise<string> {
@@ -293,5 +302,22 @@ describe('restore from a snapshot (lab)', () => {
     const node1 = await labSh('exec', 'node1', '--', 'cat', '/etc/kubernetes/manifests/etcd.yaml');
     expect(node1).toMatch(/--initial-cluster-token=etcd-medic-restore-[0-9a-f]{16}/);
     expect(node1).not.toMatch(/force-new-cluster/);
+  });
+
+  it('a restore approved while the lost members keep failing (node2, node3 crash-looping; node1 lost after the plan was made) runs on that approval', async () => {
+    await waitLabHealthy();
+    // node2 and node3 lose their data and crash-loop ("already bootstrapped"); node1 alone has no quorum.
+    for (const n of ['node2', 'node3']) await labSh('wipe-data', n);
+    await pollUntil('quorum lost', async () => !Object.values(await endpointHealth()).some(Boolean), 90_000, 500);
+    const { plan } = await requestPlan(h, rec.id, 'all');
+    // Then node1 is lost too: no member answers now, the member list the plan saw is gone.
+    await labSh('stop-etcd', 'node1');
+    await pollUntil('no member answers', async () => (await memberList().catch(() => [])).length === 0, 60_000, 500);
+    await approveBoth(h, plan);
+    await h.fake.waitFor(() => /done: all \d+ steps ran|failed at step|changed after approval/.test(threadText(h, plan.ts)) || undefined, 300_000);
+    const thread = threadText(h, plan.ts);
+    expect(thread).not.toMatch(/changed after approval/);
+    expect(thread).toMatch(/done: all 18 steps ran/);
+    await expectRestored(rec);
   });
 });

@@ -13,7 +13,7 @@ import restore from '../commands/restore';
 import { commands } from '../commands';
 import { isMedicError } from '../src/engine/errors';
 import { parseInvocation } from '../src/engine/parse';
-import type { PlanState } from '../src/engine/plan';
+import { membersChanged, PlanState } from '../src/engine/plan';
 import { requiredApprovals } from '../src/engine/workflow';
 import { configSchema } from '../src/config/schema';
 import { DEFAULT_REVISION_BUMP, restoreToken } from '../src/restore/plan';
@@ -134,6 +134,21 @@ describe('restore plan', () => {
     expect(restoreToken(stateWith(allDown), SNAP, 'single')).not.toBe(token);
     // Restoring the same snapshot again over the first restore's members: a new cluster ID.
     expect(restoreToken(stateWith({}), SNAP, 'all')).not.toBe(token);
+  });
+
+  it('while the lost members crash-loop (the member list answered one probe, not the next), the bot\'s memory keeps the token and the approval', () => {
+    const remembering = (st: PlanState, clusterId = 'cdf818194e3a8c32'): PlanState => ({
+      ...st, snapshot: { ...st.snapshot, memory: { findings: [], remembered: { clusterId, revision: '5000' } } },
+    });
+    const args = { cluster: C, snapshot: SNAP, mode: 'all' };
+    const nobody = buildPlan(restore, remembering(stateWith(allDown)), args);
+    const oneAnswers = buildPlan(restore, remembering(stateWith({ down: ['node2', 'node3'] })), args);
+    const allAnswer = buildPlan(restore, remembering(stateWith({})), args);
+    expect(oneAnswers.hash).toBe(nobody.hash);
+    expect(allAnswer.hash).toBe(nobody.hash);
+    expect(membersChanged(nobody.plan.basis, oneAnswers.plan.basis)).toBeUndefined();
+    // Once the bot knows the restored cluster (another id), the next restore gets a token of its own.
+    expect(restoreToken(remembering(stateWith({}), 'aaaa000000000001'), SNAP, 'all')).not.toBe(restoreToken(remembering(stateWith({})), SNAP, 'all'));
   });
 
   it('says what it replaces when etcd still serves data, and when a newer verified snapshot exists', () => {

@@ -158,6 +158,29 @@ describe('workflow', () => {
     expect(types).toEqual(expect.arrayContaining(['job.requested', 'job.planned', 'approval.granted', 'job.started', 'job.succeeded']));
   });
 
+  it('an approval holds while the leader moves and the lost member flaps; a member added meanwhile forces a new plan', async () => {
+    const f = make();
+    f.state.d = { down: ['node3'], leader: 'node1' };
+    await planned(f, 'replace-member node3');
+    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
+    // Between approval and start: another leader, and node3 answering but unhealthy (crash loop).
+    f.state.d = { unhealthy: ['node3'], leader: 'node2' };
+    const report = await f.wf.executeJob(f.enqueued[0].job, 'x1', io());
+    expect(report.verdict?.text).toMatch(/^done: all 11 steps ran/);
+    expect(f.posted.join('\n')).not.toMatch(/changed after approval/);
+
+    // A learner joined between approval and start: same steps, another membership.
+    const g = make();
+    g.state.d = { alarms: [{ node: 'node1', alarm: 'NOSPACE' }] };
+    await planned(g, 'alarm-disarm', 'U0ONCALL');
+    await g.wf.decide({ action: 'approve', planId: '1', origin: slack('U0ONCALL') });
+    g.state.d = { alarms: [{ node: 'node1', alarm: 'NOSPACE' }], strangers: [{ id: 'ab12cd34ef567890', name: 'cp4', ip: '10.0.0.14', learner: true }] };
+    const again = await g.wf.executeJob(g.enqueued[0].job, 'x1', io());
+    expect(g.ran).toEqual([]);
+    expect(g.posted.join('\n')).toMatch(/The cluster changed after approval \(new members: ab12cd34ef567890 cp4 learner[;)].*nothing ran/);
+    expect(again.notes?.[0]).toMatch(/approve plan 1-r1 to go on/);
+  });
+
   it('cancel stops a running plan between steps and reports what ran', async () => {
     const f = make();
     f.state.d = { down: ['node3'] };

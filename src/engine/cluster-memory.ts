@@ -99,8 +99,9 @@ export function findDataLoss(remembered: ClusterMemoryView, snap: ClusterSnapsho
 export interface ClusterMemory {
   get(cluster: string): Promise<ClusterMemoryView>;
   /**
-   * Compares a probe with the memory and remembers what it may: the highest revision always;
-   * the cluster id and members only when the cluster serves and nothing contradicts the memory.
+   * Compares a probe with the memory and remembers what it may: the cluster id, members and
+   * highest revision, when the cluster serves and nothing contradicts the memory. Returns the
+   * findings and the memory as it is after this probe.
    */
   observe(snap: ClusterSnapshot, summary: StatusSummary, now?: Date): Promise<{ findings: DataLossFinding[]; remembered: ClusterMemoryView }>;
   /** Forgets the cluster (after a restore or force-new-cluster): the next probe is remembered as the cluster. */
@@ -131,16 +132,17 @@ export function createClusterMemory(redis: Redis, prefix = 'etcd-medic'): Cluste
   return {
     get,
     async observe(snap, summary, now = new Date()) {
-      const remembered = await get(snap.cluster);
-      const findings = findDataLoss(remembered, snap, summary);
-      if (!findings.length && serves(summary)) {
-        const id = servingClusterId(snap, summary);
-        const members = summary.members.filter((m) => m.id).map((m) => m.id!).sort();
-        const rev = servingRevision(snap, summary);
-        if (id) await redis.hset(key(snap.cluster), { clusterId: id, members: members.join(','), at: now.toISOString() });
-        if (rev !== '0') await redis.eval(MAX_REVISION, 1, key(snap.cluster), rev);
-      }
-      return { findings, remembered };
+      const before = await get(snap.cluster);
+      const findings = findDataLoss(before, snap, summary);
+      if (findings.length || !serves(summary)) return { findings, remembered: before };
+      // Nothing contradicts the memory and the cluster serves: this is the cluster now.
+      const id = servingClusterId(snap, summary);
+      const members = summary.members.filter((m) => m.id).map((m) => m.id!).sort();
+      const rev = servingRevision(snap, summary);
+      if (id) await redis.hset(key(snap.cluster), { clusterId: id, members: members.join(','), at: now.toISOString() });
+      if (rev !== '0') await redis.eval(MAX_REVISION, 1, key(snap.cluster), rev);
+      // What the bot knows after this probe: plans made from it and computed again later agree.
+      return { findings, remembered: await get(snap.cluster) };
     },
     async forget(cluster) {
       await redis.del(key(cluster));

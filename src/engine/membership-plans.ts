@@ -49,8 +49,8 @@ export function removalFacts(state: PlanState, target: MemberView): Fact[] {
       + `${down.length ? ` (${down.join(', ')} ${down.length === 1 ? 'is' : 'are'} down)` : ''}: bring the unhealthy member${down.length === 1 ? '' : 's'} back or replace ${down.length === 1 ? 'it' : 'them'} first`);
   }
   return [
-    { label: 'Fault tolerance before', value: faultTolerance(s.voters, s.healthyVoters) },
-    { label: 'After removing', value: faultTolerance(votersAfter, healthyAfter) },
+    { label: 'Fault tolerance before', value: faultTolerance(s.voters, s.healthyVoters), volatile: true },
+    { label: 'After removing', value: faultTolerance(votersAfter, healthyAfter), volatile: true },
   ];
 }
 
@@ -97,7 +97,7 @@ export function additionSteps(state: PlanState, node: string, votersAfter: numbe
 export function checkAddition(state: PlanState, node: string): void {
   const s = state.summary;
   const learner = s.members.find((m) => m.isLearner);
-  if (learner) refuse(`${learner.name} (${learner.id}) is still a learner: etcd allows one learner at a time; promote or remove it first`);
+  if (learner) refuse(`${learner.name && !learner.name.startsWith('(unstarted') ? `${learner.name} (${learner.id})` : `member ${learner.id} (not started yet)`} is still a learner: etcd allows one learner at a time; promote or remove it first`);
   if (s.healthyVoters < s.quorum) refuse(`only ${s.healthyVoters}/${s.voters} voting members are healthy, below quorum ${s.quorum}: members can't be added. Recover quorum first`);
   if (!sshReachable(probeOf(state, node))) {
     const p = probeOf(state, node);

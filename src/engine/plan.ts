@@ -58,11 +58,17 @@ export interface Fact {
   volatile?: boolean;
 }
 
-/** What the approval binds to, besides the steps: if any of it changed, re-plan. */
+/**
+ * Who the plan acts on, besides its steps: the members as the plan saw them. An approval
+ * binds to the steps, the non-volatile facts and these members, never to what flaps while a
+ * cluster burns (leader, health, raft indexes, DB sizes, warnings): re-plan only when the
+ * steps or their safety would change.
+ */
 export interface PlanBasis {
-  /** "id name voter|learner", sorted. */
+  /** "id name voter|learner", sorted; empty when no member answered the member list. */
   members: string[];
-  leader: string;
+  /** Plans made before the approval stopped binding to the leader carry it; it is not compared. */
+  leader?: string;
 }
 
 export interface Plan {
@@ -108,27 +114,47 @@ export function basisOf(summary: StatusSummary): PlanBasis {
   return {
     members: summary.members.filter((m) => m.id)
       .map((m) => `${m.id} ${m.name} ${m.isLearner ? 'learner' : 'voter'}`).sort(),
-    leader: summary.leader?.id ?? 'none',
   };
 }
 
 // The same canonical form the audit chain hashes: the same plan always hashes the same.
 export { canonicalJson };
 
+/**
+ * The hash an approval binds to: command, cluster, arguments, steps and the non-volatile
+ * facts. Warnings and the member basis are shown and stored but compared apart (a member
+ * list nobody answered is no change: see membersChanged).
+ */
 export function planHash(plan: Plan): string {
-  const bound = { ...plan, facts: plan.facts.filter((f) => !f.volatile) };
+  const bound = { command: plan.command, cluster: plan.cluster, args: plan.args, steps: plan.steps, facts: plan.facts.filter((f) => !f.volatile) };
   return createHash('sha256').update(canonicalJson(bound)).digest('hex');
+}
+
+/**
+ * Members added, removed or promoted since the plan was made. A side where no member
+ * answered the member list (every member down or crash-looping) tells nothing: no change.
+ */
+export function membersChanged(before: PlanBasis, after: PlanBasis): { gone: string[]; added: string[] } | undefined {
+  if (!before.members.length || !after.members.length) return undefined;
+  const gone = before.members.filter((m) => !after.members.includes(m));
+  const added = after.members.filter((m) => !before.members.includes(m));
+  return gone.length || added.length ? { gone, added } : undefined;
 }
 
 /** Why two plans differ, in words (shown when an approval no longer matches the cluster). */
 export function planDiff(before: Plan, after: Plan): string[] {
   const out: string[] = [];
-  const gone = before.basis.members.filter((m) => !after.basis.members.includes(m));
-  const added = after.basis.members.filter((m) => !before.basis.members.includes(m));
-  if (gone.length) out.push(`members no longer there: ${gone.join('; ')}`);
-  if (added.length) out.push(`new members: ${added.join('; ')}`);
-  if (before.basis.leader !== after.basis.leader) out.push(`leader changed: ${before.basis.leader} → ${after.basis.leader}`);
-  if (canonicalJson(before.steps) !== canonicalJson(after.steps)) out.push('the steps changed');
+  const members = membersChanged(before.basis, after.basis);
+  if (members?.gone.length) out.push(`members no longer there: ${members.gone.join('; ')}`);
+  if (members?.added.length) out.push(`new members: ${members.added.join('; ')}`);
+  if (canonicalJson(before.steps) !== canonicalJson(after.steps)) {
+    const changed = after.steps.length !== before.steps.length ? `${before.steps.length} steps before, ${after.steps.length} now`
+      : `step ${after.steps.findIndex((x, i) => canonicalJson(x) !== canonicalJson(before.steps[i])) + 1} differs`;
+    out.push(`the steps changed (${changed})`);
+  }
+  const facts = (p: Plan) => p.facts.filter((f) => !f.volatile).map((f) => `${f.label}: ${f.value}`);
+  const factsGone = facts(before).filter((f) => !facts(after).includes(f));
+  if (factsGone.length) out.push(`facts changed: ${factsGone.map((f) => `${f} → ${facts(after).find((g) => g.split(':')[0] === f.split(':')[0])?.slice(f.split(':')[0].length + 2) ?? 'gone'}`).join('; ')}`);
   return out.length ? out : ['the plan changed'];
 }
 

@@ -16,7 +16,7 @@ import type { ApprovalStore, PlanRecord, PlanView } from './approvals';
 import type { CommandDef } from './command';
 import { abortableSleep, abortReason, untilAborted } from './abort';
 import { describeError, isMedicError, MedicError } from './errors';
-import { basisOf, canonicalJson, Plan, planDiff, planHash } from './plan';
+import { basisOf, canonicalJson, membersChanged, Plan, planDiff, planHash } from './plan';
 import { planReport } from './plan-report';
 import { matches } from './policy';
 import { errorReport, Report } from './report';
@@ -428,7 +428,8 @@ export function createWorkflow(deps: WorkflowDeps) {
     };
     try {
       if (!resumed) {
-        // The approval binds to what was shown: same members, same leader, same steps.
+        // The approval binds to what was shown: the same steps, facts and members (not the
+        // leader, health or indexes, which flap while a cluster burns).
         const command = commandOf(rec.command);
         let fresh;
         try {
@@ -441,7 +442,7 @@ export function createWorkflow(deps: WorkflowDeps) {
           await updateMessage(rec.id, exec.states, true);
           return report;
         }
-        if (fresh.hash !== rec.hash) {
+        if (fresh.hash !== rec.hash || membersChanged(rec.plan.basis, fresh.plan.basis)) {
           await deps.approvals.transition(rec.id, ['running'], 'superseded');
           const why = planDiff(rec.plan, fresh.plan);
           const newId = `${rec.id}-r${(rec.supersedes?.split('-r').length ?? 1)}`;

@@ -45,13 +45,16 @@ export function isVerified(r: SnapshotRecord): boolean {
  * The one --initial-cluster-token every node of the restored cluster shares: restored
  * with different tokens, nodes get different cluster IDs and reject each other ("request
  * cluster ID mismatch", RUNBOOK). It is derived from what the plan rests on (cluster,
- * snapshot, mode and today's members), not from the clock: the plan is computed again
- * before it runs and must hash the same, and a second restore of the same snapshot over
- * the first one's members still gets a token, and so a cluster ID, of its own.
+ * snapshot, mode, and the cluster it replaces), not from the clock: the plan is computed
+ * again before it runs and must hash the same. The cluster it replaces is the cluster id
+ * the bot remembers (stable while members crash-loop and the member list comes and goes);
+ * without a memory, today's member ids. A second restore of the same snapshot over the
+ * first one's cluster still gets a token, and so a cluster ID, of its own.
  */
 export function restoreToken(state: PlanState, snapshotId: string, mode: RestoreMode): string {
-  const members = state.summary.members.filter((m) => m.id).map((m) => m.id!).sort();
-  const h = createHash('sha256').update(JSON.stringify([state.cluster.name, snapshotId, mode, members])).digest('hex');
+  const remembered = state.snapshot.memory?.remembered.clusterId;
+  const replaced = remembered ? [`cluster ${remembered}`] : state.summary.members.filter((m) => m.id).map((m) => m.id!).sort();
+  const h = createHash('sha256').update(JSON.stringify([state.cluster.name, snapshotId, mode, replaced])).digest('hex');
   return `etcd-medic-restore-${h.slice(0, 16)}`;
 }
 

@@ -35,7 +35,7 @@ export interface ClusterDescription {
   /** Configured nodes that are not members (never joined, or removed). */
   notMembers?: string[];
   /** Members no configured node stands for (left behind after a rebuild). */
-  strangers?: Array<{ id: string; name: string; ip: string }>;
+  strangers?: Array<{ id: string; name: string; ip: string; learner?: boolean }>;
   /** DB file size per node, bytes. @defaultValue 40 MiB */
   dbSize?: Record<string, number>;
   /** DB size in use per node, bytes. @defaultValue 25 MiB */
@@ -77,7 +77,7 @@ export function snapshotOf(cluster: ClusterConfig, d: ClusterDescription = {}): 
     ...cluster.nodes.filter((x) => !has(d.notMembers, x.name)).map((x) => ({
       id: idOf(x.name), name: x.name, isLearner: has(d.learners, x.name), peerUrls: [x.peerUrl], clientUrls: [x.clientUrl],
     })),
-    ...(d.strangers ?? []).map((s) => ({ id: s.id, name: s.name, isLearner: false, peerUrls: [`https://${s.ip}:2380`], clientUrls: [`https://${s.ip}:2379`] })),
+    ...(d.strangers ?? []).map((s) => ({ id: s.id, name: s.name, isLearner: !!s.learner, peerUrls: [`https://${s.ip}:2380`], clientUrls: [`https://${s.ip}:2379`] })),
   ];
   const answers = (node: string) => !has(d.down, node) && !has(d.sshUnreachable, node) && !has(d.notMembers, node);
   const healthy = (node: string) => answers(node) && !has(d.unhealthy, node);
