@@ -6,7 +6,9 @@
 import type { ClusterConfig } from '../src/config/schema';
 import { arg, defineCommand, RunContext } from '../src/engine/command';
 import { describeError, isMedicError } from '../src/engine/errors';
-import { diagnose, DiagnoseInput, Finding, NodeEvidence, nextCommands } from '../src/engine/diagnose';
+import { diagnose, DiagnoseInput, Finding, NodeCerts, NodeEvidence, nextCommands } from '../src/engine/diagnose';
+import { inspectPki } from '../src/exec/pki';
+import type { JobResources } from '../src/actions/context';
 import type { Report } from '../src/engine/report';
 import { summarize, StatusSummary } from '../src/engine/status-summary';
 import type { ClusterSnapshot } from '../src/exec/types';
@@ -33,12 +35,19 @@ export default defineCommand({
     const alarmed = new Set(snap.probes.flatMap((p) => (p.alarms ?? []).filter((a) => a.alarm !== 'NONE').map((a) => a.memberId)));
     // Healthy nodes have nothing to tell; a node whose member raised an alarm logged why.
     const suspects = snap.probes.filter((p) => !p.health?.healthy || (p.status && alarmed.has(p.status.memberId))).map((p) => p.node);
-    const [nodes, backups] = await Promise.all([
-      Promise.all(suspects.map((n) => readNode(ctx, n))),
-      listBackups(ctx),
-    ]);
-    const input: DiagnoseInput = { cluster, snapshot: snap, summary, nodes, backups };
-    return diagnoseReport(cluster, snap, summary, diagnose(input), nodes, ctx.jobId);
+    const res = ctx.openResources?.(cluster);
+    try {
+      const [nodes, backups, certs, hashes] = await Promise.all([
+        Promise.all(suspects.map((n) => readNode(ctx, n))),
+        listBackups(ctx),
+        res ? readCerts(ctx, res) : undefined,
+        res ? readHashes(ctx, res, summary) : undefined,
+      ]);
+      const input: DiagnoseInput = { cluster, snapshot: snap, summary, nodes, backups, certs, hashes };
+      return diagnoseReport(cluster, snap, summary, diagnose(input), nodes, ctx.jobId, certs, hashes);
+    } finally {
+      await res?.close().catch(() => undefined);
+    }
   },
 });
 
@@ -88,6 +97,75 @@ async function readNode(ctx: RunContext, node: string): Promise<NodeEvidence> {
   return ev;
 }
 
+/**
+ * The expiry of every etcd certificate on every node (ca, server, peer, healthcheck-client
+ * in paths.pki), read over SSH, each node bounded like the other reads; a node that can't
+ * be read says why. Undefined when this worker has no SSH key.
+ */
+async function readCerts(ctx: RunContext, res: JobResources): Promise<NodeCerts[]> {
+  return Promise.all(ctx.cluster.nodes.map(async (n): Promise<NodeCerts> => {
+    try {
+      const pki = await within(ctx, res.session(n.name).then((s) => inspectPki(s, ctx.cluster.paths.pki)));
+      const notAfter: NodeCerts['notAfter'] = {};
+      for (const [name, c] of Object.entries(pki.certs)) if (c?.notAfter) notAfter[name as keyof typeof notAfter] = c.notAfter;
+      return { node: n.name, notAfter };
+    } catch (e) {
+      return { node: n.name, error: failure(e).message };
+    }
+  }));
+}
+
+/**
+ * `endpoint hashkv` of every healthy member at the lowest revision they all answered with
+ * (each holds it: nothing below was compacted by then, or they could not agree on anything).
+ */
+async function readHashes(ctx: RunContext, res: JobResources, s: StatusSummary): Promise<DiagnoseInput['hashes']> {
+  const healthy = s.members.filter((m) => m.healthy && m.node && !m.isLearner && m.probe?.status?.revision).map((m) => ({ node: m.node!, revision: m.probe!.status!.revision! }));
+  if (healthy.length < 2) return undefined;
+  const revision = healthy.map((m) => m.revision).reduce((a, b) => (BigInt(b) < BigInt(a) ? b : a));
+  const byNode = await Promise.all(healthy.map(async ({ node }) => {
+    try {
+      const h = await within(ctx, res.etcd(node).then((c) => c.hashKV(revision)));
+      return { node, hash: h.hash, compactRevision: h.compactRevision };
+    } catch (e) {
+      return { node, error: failure(e).message };
+    }
+  }));
+  return { revision, byNode };
+}
+
+/** A read from one node, bounded like the others. */
+async function within<T>(ctx: RunContext, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${nodeReadTimeoutMs(ctx.cluster)} ms`)), nodeReadTimeoutMs(ctx.cluster));
+  });
+  try {
+    return await Promise.race([p, deadline]);
+  } finally {
+    clearTimeout(timer);
+    p.catch(() => undefined);
+  }
+}
+
+/** "certificates: 12 read on 3 nodes, the first to expire node1 peer.crt on 2027-11-30". */
+function certsLine(certs: NodeCerts[] | undefined): string | undefined {
+  if (!certs) return undefined;
+  const all = certs.flatMap((n) => Object.entries(n.notAfter ?? {}).map(([cert, at]) => ({ node: n.node, cert, at: at! })));
+  const failed = certs.filter((n) => n.error).map((n) => `${n.node} (${n.error})`);
+  const first = all.sort((a, b) => a.at.localeCompare(b.at))[0];
+  return `certificates: ${all.length} read on ${certs.length - failed.length} node${certs.length - failed.length === 1 ? '' : 's'}`
+    + `${first ? `, the first to expire ${first.node} ${first.cert}.crt on ${first.at.slice(0, 10)}` : ''}${failed.length ? `; not read on ${failed.join(', ')}` : ''}`;
+}
+
+/** "hashkv at revision 1234: node1, node2, node3 agree" (or who differs, or who did not answer). */
+function hashesLine(h: NonNullable<DiagnoseInput['hashes']>): string {
+  const got = h.byNode.filter((b) => b.hash !== undefined);
+  const failed = h.byNode.filter((b) => b.error).map((b) => `${b.node} (${b.error})`);
+  const agree = new Set(got.map((b) => b.hash)).size === 1;
+  return `hashkv at revision ${h.revision}: ${got.length ? (agree ? `${got.map((b) => b.node).join(', ')} agree` : 'members disagree (see the findings)') : 'no answer'}${failed.length ? `; not answered by ${failed.join(', ')}` : ''}`;
+}
+
 function failure(e: unknown): { code?: string; message: string } {
   return { code: isMedicError(e) ? e.code : undefined, message: redact(describeError(e), { maxChars: 300 }) };
 }
@@ -132,6 +210,7 @@ export function findingNotes(findings: readonly Finding[]): string[] {
 
 export function diagnoseReport(
   cluster: ClusterConfig, snap: ClusterSnapshot, s: StatusSummary, findings: Finding[], nodes: NodeEvidence[], jobId?: string,
+  certs?: NodeCerts[], hashes?: DiagnoseInput['hashes'],
 ): Report {
   const status = s.verdict === 'unknown'
     ? `unknown: no member could be reached (${s.voters} voting members expected)`
@@ -148,6 +227,8 @@ export function diagnoseReport(
     context: [
       `collected ${snap.collectedAt}`,
       read.length ? `logs read (last ${DIAGNOSE_LOG_LINES} lines) from ${read.join(', ')}` : 'no logs read',
+      ...(certsLine(certs) ? [certsLine(certs)!] : []),
+      ...(hashes ? [hashesLine(hashes)] : []),
       ...(jobId ? [`job ${jobId}`] : []),
     ],
   };

@@ -1,5 +1,5 @@
 import { arg, defineCommand } from '../src/engine/command';
-import { additionSteps, sshReachable } from '../src/engine/membership-plans';
+import { additionSteps, sshReachable, unreachableWhy } from '../src/engine/membership-plans';
 import { faultTolerance, refuse, step, StepSpec } from '../src/engine/plan';
 
 /**
@@ -35,7 +35,7 @@ export default defineCommand({
     const others = state.cluster.nodes.map((n) => n.name).filter((n) => n !== survivor);
     const rebuild = others.filter((n) => sshReachable(probes.find((p) => p.node === n)));
     for (const n of others.filter((x) => !rebuild.includes(x))) {
-      warnings.push(`${n} can't be reached over SSH: it is not added back by this plan; add it later with /etcd add-member ${c} ${n}, after stopping etcd there`);
+      warnings.push(`${n} can't be reached over SSH (${unreachableWhy(probes.find((p) => p.node === n))}): it is not added back by this plan; add it later with /etcd add-member ${c} ${n}, after stopping etcd there`);
     }
     const steps: StepSpec[] = [
       step('node.stopEtcd', survivor, { node: survivor, force: true }, `stop etcd on ${survivor} (it can't serve without quorum anyway)`),

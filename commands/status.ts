@@ -69,11 +69,11 @@ export function statusReport(snap: ClusterSnapshot, s: StatusSummary, jobId?: st
     ],
     tables: [{
       title: 'Members',
-      columns: ['NODE', 'MEMBER ID', 'ROLE', 'HEALTH', 'VERSION', 'DB SIZE (IN USE)', 'TERM', 'INDEX', 'APPLIED', 'ERRORS'],
+      columns: ['NODE', 'MEMBER ID', 'ROLE', 'HEALTH', 'VERSION', 'DB SIZE (IN USE) / QUOTA', 'TERM', 'INDEX', 'APPLIED', 'ERRORS'],
       rows: s.members.map(row),
     }],
     notes: [...s.reasons, ...s.members.filter((m) => m.probe?.status?.errors.length)
-      .map((m) => `${m.name} reports: ${m.probe!.status!.errors.join('; ')}`)],
+      .map((m) => `${m.name} reports: ${m.probe!.status!.errors.join('; ')}`), ...versionNotes(s), ...quotaNotes(s)],
     next: s.next,
     context: [`collected ${snap.collectedAt}${jobId ? ` · job ${jobId}` : ''}`],
   };
@@ -93,10 +93,31 @@ function row(m: MemberView): string[] {
     role,
     health,
     st?.version ?? '-',
-    st ? `${bytesText(st.dbSize)} (${st.dbSizeInUse ? bytesText(st.dbSizeInUse) : '-'})` : '-',
+    st ? `${bytesText(st.dbSize)} (${st.dbSizeInUse ? bytesText(st.dbSizeInUse) : '-'})${st.quotaBytes ? ` / ${bytesText(st.quotaBytes)} ${Math.round((100 * st.dbSize) / st.quotaBytes)}%` : ''}` : '-',
     st?.raftTerm ?? '-',
     st?.raftIndex ?? '-',
     st?.raftAppliedIndex ?? '-',
     st?.errors.length ? st.errors.join('; ') : '-',
   ];
+}
+
+/** The share of its quota a DB file may fill before status warns (NOSPACE stops every write at 100%). */
+export const QUOTA_WARN = 0.8;
+
+function quotaNotes(s: StatusSummary): string[] {
+  return s.members.flatMap((m) => {
+    const st = m.probe?.status;
+    if (!st?.quotaBytes || st.dbSize < QUOTA_WARN * st.quotaBytes) return [];
+    return [`${m.name}'s database is ${bytesText(st.dbSize)}, ${Math.round((100 * st.dbSize) / st.quotaBytes)}% of its ${bytesText(st.quotaBytes)} quota: at 100% etcd raises NOSPACE and refuses every write. `
+      + `Compact and defragment (/etcd defrag), or raise --quota-backend-bytes`];
+  });
+}
+
+/** Members on different etcd minor versions (an upgrade or rollback under way, or one left behind). */
+function versionNotes(s: StatusSummary): string[] {
+  const seen = s.members.filter((m) => m.probe?.status?.version).map((m) => ({ name: m.name, version: m.probe!.status!.version }));
+  const minors = new Set(seen.map((x) => x.version.split('.').slice(0, 2).join('.')));
+  if (minors.size < 2) return [];
+  return [`members run different etcd minor versions (${seen.map((x) => `${x.name} ${x.version}`).join(', ')}): finish the upgrade or roll it back before any membership change or restore; `
+    + 'a cluster runs at the lowest member\'s version until every member is upgraded'];
 }

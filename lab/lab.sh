@@ -158,7 +158,9 @@ comm_pids() { # <node> <comm>: pids of the node named <comm>
 }
 
 node_running() { [[ -n $(node_ns "$1") ]]; }
-etcd_running() { [[ -n $(comm_pids "$1" etcd) ]]; }
+# The node's member etcd (kubelet-lite's, --data-dir=/var/lib/etcd), not any etcd a test runs beside it.
+etcd_pids() { local p; for p in $(comm_pids "$1" etcd); do tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" | grep -qx -- '--data-dir=/var/lib/etcd' && echo "$p"; done; return 0; }
+etcd_running() { [[ -n $(etcd_pids "$1") ]]; }
 etcd_gone() { ! etcd_running "$1"; }
 sshd_up() { port_open "${NODE_IP[$1]}" "$LAB_SSH_PORT"; }
 kubelet_pids() { local p; for p in $(comm_pids "$1" node); do grep -qa kubelet-lite "/proc/$p/cmdline" 2>/dev/null && echo "$p"; done; return 0; }
@@ -697,7 +699,7 @@ cmd_status() {
     else
       sshd=down; sshd_up "$n" && sshd=up
       kub=down; [[ -n $(kubelet_pids "$n") ]] && kub=up
-      ep=$(comm_pids "$n" etcd | head -n1)
+      ep=$(etcd_pids "$n" | head -n1)
       if [[ -n $ep ]]; then
         etcd="up(pid=$ep"; port_open "$ip" 2379 && etcd+=",client-port=open)" || etcd+=",client-port=closed)"
       else

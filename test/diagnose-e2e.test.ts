@@ -60,6 +60,10 @@ describe('/etcd diagnose lab', () => {
     await h.slash('diagnose lab');
     const msg = await h.nextMessage(/etcd diagnose — lab/);
     expect(msg.blocks).toContain('no known failure scenario recognised — status healthy: 3/3 voting members healthy');
+    // Every etcd certificate of every node read, none close to expiry (the lab's last a year or more).
+    expect(msg.blocks).toMatch(/certificates: 12 read on 3 nodes, the first to expire node\d \S+\.crt on \d{4}-\d\d-\d\d/);
+    // endpoint hashkv on every member (etcd's gRPC method, called by the bot itself), all agreeing.
+    expect(msg.blocks).toMatch(/hashkv at revision \d+: node1, node2, node3 agree/);
     expect(h.fake.ephemerals()).toHaveLength(0);
   });
 
@@ -162,6 +166,23 @@ describe('/etcd diagnose lab', () => {
       expect(text).toMatch(/node[23]: \S+ W (server error error=the member has been permanently removed from the cluster|data-dir used by this member must be removed)/);
     } finally {
       await healLab(0);
+    }
+  });
+
+  it('a manifest written for etcd 3.6 (--feature-gates) on an older etcd: node3 refuses it, named from its log', async () => {
+    const parked = '/etc/kubernetes/etcd.yaml.lab-stopped';
+    try {
+      await labSh('stop-etcd', 'node3');
+      await labSh('exec', 'node3', '--', 'sed', '-i', 's/^    - --snapshot-count=10000$/&\\n    - --feature-gates=InitialCorruptCheck=true/', parked);
+      await labSh('start-etcd', 'node3');
+      const text = await diagnoseUntil(['config-refused']);
+      expect(text).toContain('node3\'s etcd refuses its configuration: --feature-gates is unknown to this etcd version');
+      expect(text).toMatch(/node3: flag provided but not defined: -feature-gates/);
+    } finally {
+      await labSh('stop-etcd', 'node3').catch(() => undefined);
+      await labSh('exec', 'node3', '--', 'sed', '-i', '/--feature-gates=/d', parked).catch(() => undefined);
+      await labSh('start-etcd', 'node3').catch(() => undefined);
+      await healLab();
     }
   });
 

@@ -93,6 +93,78 @@ describe('diagnose: one member down', () => {
   });
 });
 
+describe('diagnose: members whose data disagree (hashkv)', () => {
+  const hashes = (byNode: Record<string, string>) => ({ revision: '4711', byNode: Object.entries(byNode).map(([node, hash]) => ({ node, hash, compactRevision: '100' })) });
+
+  it('nothing when every healthy member has the same hash', () => {
+    expect(diagnose({ ...diagnoseInput({}), hashes: hashes({ node1: '3525', node2: '3525', node3: '3525' }) })).toEqual([]);
+  });
+
+  it('the odd member out is named, with replace-member for it', () => {
+    const f = diagnose({ ...diagnoseInput({}), hashes: hashes({ node1: '3525', node2: '9911', node3: '3525' }) });
+    expect(scenarios(f)).toEqual(['data-inconsistent']);
+    expect(f[0].title).toBe('node2 holds other data than the rest: the members\' hashes at revision 4711 disagree; replace that member');
+    expect(f[0].evidence).toContain('hashkv at revision 4711: node2 has 9911');
+    expect(f[0].next).toEqual(['/etcd replace-member prod-eu1 node2']);
+  });
+
+  it('no majority: no repair suggested', () => {
+    const f = diagnose({ ...diagnoseInput({}), hashes: hashes({ node1: '1', node2: '2' }) });
+    expect(f[0].title).toMatch(/no majority agrees: don't repair anything/);
+    expect(f[0].next).toEqual([]);
+  });
+});
+
+describe('diagnose: certificate expiry', () => {
+  const now = Date.parse('2026-12-01T12:00:00Z');
+  const year = '2027-11-30T12:00:00.000Z';
+  const fine = (node: string) => ({ node, notAfter: { ca: '2036-11-28T12:00:00.000Z', server: year, peer: year, 'healthcheck-client': year } });
+  const withCerts = (certs: ReturnType<typeof fine>[]) => diagnose({ ...diagnoseInput({}), certs, now });
+
+  it('nothing when every certificate has more than 30 days', () => {
+    expect(withCerts([fine('node1'), fine('node2'), fine('node3')])).toEqual([]);
+  });
+
+  it('names each certificate expiring within 30 days, soonest first, with how to renew', () => {
+    const n2 = fine('node2');
+    n2.notAfter.peer = '2026-12-20T12:00:00.000Z';
+    n2.notAfter.server = '2026-12-11T12:00:00.000Z';
+    const f = withCerts([fine('node1'), n2, fine('node3')]);
+    expect(scenarios(f)).toEqual(['cert-expiry']);
+    expect(f[0].title).toBe('etcd certificates expire within 30 days: node2 server.crt expires 2026-12-11T12:00:00.000Z (in 10 days), node2 peer.crt expires 2026-12-20T12:00:00.000Z (in 19 days)');
+    expect(text(f[0])).toMatch(/kubeadm certs renew etcd-server etcd-peer etcd-healthcheck-client/);
+  });
+
+  it('an expired CA: said first, with the rotation it needs', () => {
+    const n1 = fine('node1');
+    n1.notAfter.ca = '2026-11-30T12:00:00.000Z';
+    const f = withCerts([n1]);
+    expect(f[0].title).toMatch(/^etcd certificates have expired: node1 ca\.crt expired 2026-11-30T12:00:00\.000Z: members and clients refuse them/);
+    expect(text(f[0])).toMatch(/the etcd CA itself expires.*Plan a CA rotation/);
+  });
+});
+
+describe('diagnose: a manifest written for another etcd version', () => {
+  // What etcd 3.4.23 and 3.5.30 print, before any logger, when the manifest has --feature-gates (etcd 3.6's).
+  const refused = ['flag provided but not defined: -feature-gates', 'Usage:', '', '  etcd [flags]', '    Start an etcd server.'];
+
+  it('names the flag the etcd does not know, on that node only; no bot command, the manifest must be fixed', () => {
+    const f = run({ down: ['node3'], logs: { node3: { source: '/var/log/pods/kube-system_etcd-node3_0cbf/etcd/6.log', lines: refused } }, runtime: { node3: CRASHING } });
+    expect(scenarios(f)).toEqual(['config-refused']);
+    expect(f[0].title).toBe('node3\'s etcd refuses its configuration: --feature-gates is unknown to this etcd version, so it exits at start; fix the manifest (no bot command repairs this)');
+    expect(f[0].evidence[0]).toBe('node3: flag provided but not defined: -feature-gates');
+    expect(text(f[0])).toContain('restarted 6 times (crash loop');
+    expect(text(f[0])).toMatch(/written for another etcd version \(3\.6 flags such as --feature-gates/);
+    expect(f[0].next).toEqual([]);
+  });
+
+  it('an --experimental- flag the running etcd dropped: says the new spelling', () => {
+    const lines = ['flag provided but not defined: -experimental-snapshot-catchup-entries'];
+    const f = run({ down: ['node3'], logs: { node3: { source: '/var/log/pods/kube-system_etcd-node3_0cbf/etcd/2.log', lines } }, runtime: { node3: CRASHING } });
+    expect(text(f[0])).toContain('3.6 takes --snapshot-catchup-entries');
+  });
+});
+
 describe('diagnose: a member whose data was wiped', () => {
   it('--initial-cluster-state=new on an empty data dir: "has already been bootstrapped", crash loop', () => {
     const f = run({ ids: LAB_IDS.wipedNew, down: ['node3'], logs: { node3: fixtureLog('wiped-data-state-new.node3.log', 9) }, runtime: { node3: CRASHING } });

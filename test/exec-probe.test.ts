@@ -92,13 +92,51 @@ describe('probeCluster (lab)', () => {
     expect(snap.probes[2]!.unreachableReason).toMatch(/tunnel to 127\.10\.0\.13:2399: .*refused/i);
   });
 
-  it('reports a refused ssh port as unreachable', async () => {
+  it('reports a refused ssh port as unreachable after trying it for ssh.connectRetryMs, saying how long', async () => {
     const cluster = labCluster('lab');
     cluster.nodes[2]!.ssh.port = 2299;
+    cluster.ssh.connectRetryMs = 1500;
     const snap = await probeCluster(cluster, { ssh: pool });
-    expect(snap.probes[2]).toMatchObject({
-      reachable: false, errorCode: 'SSH_UNREACHABLE',
-      unreachableReason: 'ssh root@127.10.0.13:2299 (node3): connect ECONNREFUSED',
+    expect(snap.probes[2]).toMatchObject({ reachable: false, errorCode: 'SSH_UNREACHABLE' });
+    expect(snap.probes[2]!.unreachableReason).toMatch(/^ssh root@127\.10\.0\.13:2299 \(node3\): connect ECONNREFUSED \([3-9] tries in 1\.\d s\)$/);
+    // The others answered at once, whatever node3 took.
+    expect(snap.probes[0]!.reachable && snap.probes[1]!.reachable).toBe(true);
+  });
+
+  it('a node whose sshd comes up a second late is reachable, not reported unreachable', async () => {
+    const cluster = labCluster('lab');
+    const node3 = cluster.nodes[2]!;
+    // A port that refuses connections for a second, then leads to node3's real sshd.
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (probe.address() as net.AddressInfo).port;
+        probe.close(() => resolve(p));
+      });
     });
+    const realHost = node3.ssh.host;
+    const realPort = node3.ssh.port ?? 22;
+    node3.ssh.host = '127.0.0.1';
+    node3.ssh.port = port;
+    const sockets: net.Socket[] = [];
+    let late: net.Server | undefined;
+    const opening = new Promise<void>((resolve) => setTimeout(() => {
+      late = net.createServer((inbound) => {
+        const outbound = net.connect(realPort, realHost);
+        sockets.push(inbound, outbound);
+        inbound.pipe(outbound).pipe(inbound);
+        inbound.on('error', () => outbound.destroy());
+        outbound.on('error', () => inbound.destroy());
+      }).listen(port, '127.0.0.1', () => resolve());
+    }, 1000));
+    try {
+      const snap = await probeCluster(cluster, { ssh: pool });
+      await opening;
+      expect(snap.probes[2]).toMatchObject({ node: 'node3', reachable: true, health: { healthy: true } });
+      expect(snap.probes[2]!.unreachableReason).toBeUndefined();
+    } finally {
+      await pool.closeAll();
+      sockets.forEach((x) => x.destroy());
+      await new Promise((r) => (late ? late.close(r) : r(undefined)));
+    }
   });
 });

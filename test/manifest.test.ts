@@ -33,6 +33,28 @@ describe('kubeadm etcd manifest, edited as YAML', () => {
     expect(removed).toBe(text);
   });
 
+  it('a manifest as kubeadm writes it for etcd 3.6 (--feature-gates, de-prefixed flags, node IP in several flags) survives force-new-cluster\'s and restore\'s edits byte for byte elsewhere', () => {
+    const v36 = readFileSync(join(__dirname, 'fixtures', 'kubeadm-etcd-3.6.yaml'), 'utf8');
+    const lines = v36.split('\n');
+    // force-new-cluster: the flag in, then out again.
+    const forced = EtcdManifest.parse(v36).set('--force-new-cluster').toString();
+    expect(forced.split('\n').filter((l) => !lines.includes(l))).toEqual(['    - --force-new-cluster']);
+    expect(forced.split('\n').filter((l) => l !== '    - --force-new-cluster')).toEqual(lines);
+    expect(EtcdManifest.parse(forced).remove('--force-new-cluster').toString()).toBe(v36);
+    // restore: the node's identity in the restored cluster, nothing else.
+    const restored = EtcdManifest.parse(v36)
+      .set('--name', 'cp-2').set('--initial-cluster', 'cp-1=https://10.0.0.11:2380,cp-2=https://10.0.0.12:2380')
+      .set('--initial-cluster-state', 'new').set('--initial-cluster-token', 'etcd-medic-restore-0123456789abcdef').toString();
+    const after = restored.split('\n');
+    expect(after.filter((l) => !lines.includes(l))).toEqual(['    - --initial-cluster-state=new', '    - --initial-cluster-token=etcd-medic-restore-0123456789abcdef']);
+    expect(lines.filter((l) => !after.includes(l))).toEqual(['    - --initial-cluster-state=existing']);
+    for (const keep of ['    - --feature-gates=InitialCorruptCheck=true', '    - --snapshot-catchup-entries=5000', '    - --compact-hash-check-time=1m0s',
+      '    - --watch-progress-notify-interval=5s', '    - --listen-client-urls=https://127.0.0.1:2379,https://10.0.0.12:2379', '    image: registry.k8s.io/etcd:3.6.5-0']) {
+      expect(after).toContain(keep);
+    }
+    expect(EtcdManifest.parse(v36).flag('--feature-gates')).toBe('InitialCorruptCheck=true');
+  });
+
   it('refuses what is not a kubeadm etcd manifest, and bad flag names or values', () => {
     expect(() => EtcdManifest.parse('kind: Deployment\n')).toThrow(/not a Pod manifest/);
     expect(() => EtcdManifest.parse('kind: Pod\nspec: {containers: [{name: etcd, command: [kube-apiserver]}]}\n')).toThrow(/runs 'kube-apiserver', not etcd/);

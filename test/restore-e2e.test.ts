@@ -304,11 +304,16 @@ describe('restore from a snapshot (lab)', () => {
     expect(node1).not.toMatch(/force-new-cluster/);
   });
 
-  it('a restore approved while the lost members keep failing (node2, node3 crash-looping; node1 lost after the plan was made) runs on that approval', async () => {
+  it('a restore approved while the lost members keep failing (node2, node3 crash-looping on a damaged database; node1 lost after the plan was made) runs on that approval', async () => {
     await waitLabHealthy();
-    // node2 and node3 lose their data and crash-loop ("already bootstrapped"); node1 alone has no quorum.
-    for (const n of ['node2', 'node3']) await labSh('wipe-data', n);
+    // node2 and node3 crash-loop: their database file is garbage, etcd dies at every start; node1 alone has no quorum.
+    for (const n of ['node2', 'node3']) {
+      await labSh('stop-etcd', n);
+      await labSh('exec', n, '--', 'sh', '-c', 'head -c 65536 /dev/urandom > /var/lib/etcd/member/snap/db');
+      await labSh('start-etcd', n);
+    }
     await pollUntil('quorum lost', async () => !Object.values(await endpointHealth()).some(Boolean), 90_000, 500);
+    await pollUntil('node2 crash-looping', async () => /\/[1-9]\d*\.log$/.test((await labSh('exec', 'node2', '--', 'sh', '-c', 'ls -1t /var/log/pods/*/etcd/*.log | head -n 1')).trim()), 90_000, 500);
     const { plan } = await requestPlan(h, rec.id, 'all');
     // Then node1 is lost too: no member answers now, the member list the plan saw is gone.
     await labSh('stop-etcd', 'node1');

@@ -198,8 +198,8 @@ describe('restore plan', () => {
 
   it('refuses while a node can\'t be reached over SSH: its etcd could not be stopped', () => {
     expect(refusal(stateWith({ sshUnreachable: ['node3'] }), { snapshot: SNAP, mode: 'all' }))
-      .toMatch(/^node3 can't be reached over SSH: a restore must stop etcd on every node first and install data on each/);
-    expect(refusal(stateWith({ sshUnreachable: ['node2', 'node3'] }), { snapshot: SNAP, mode: 'single' })).toMatch(/^node2, node3 can't be reached/);
+      .toMatch(/^node3 \(ssh 10\.0\.0\.13:22: connect ECONNREFUSED\) can't be reached over SSH: a restore must stop etcd on every node first and install data on each/);
+    expect(refusal(stateWith({ sshUnreachable: ['node2', 'node3'] }), { snapshot: SNAP, mode: 'single' })).toMatch(/^node2 \(ssh [^)]*\), node3 \(ssh [^)]*\) can't be reached/);
   });
 
   it('needs two approvals, more if the cluster asks for more; parses --mode either way', () => {

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { adaptPeerConfig, createRuntime, retargetUrlList } from '../src/runtime';
-import { ETCD_PROCESS_CHECK, stripCri } from '../src/runtime/kubeadm';
+import { etcdProcessCheck, stripCri } from '../src/runtime/kubeadm';
 import { EtcdManifest } from '../src/runtime/manifest';
 import { sh } from '../src/exec/shell';
 import { moveFile } from '../src/runtime/remote';
@@ -26,7 +26,7 @@ const NOTE = 'Recorded by test/runtime-kubeadm.test.ts with MEDIC_RECORD=1: file
 const MEMBER_FILE = '/var/lib/etcd/member/snap/db';
 const ACTIVE = { [PATHS.manifest]: MANIFEST, [MEMBER_FILE]: 'bolt' };
 const STOPPED = { '/etc/kubernetes/etcd-medic/stopped/etcd.yaml': MANIFEST, [MEMBER_FILE]: 'bolt' };
-const PGREP = ETCD_PROCESS_CHECK.text;
+const PGREP = etcdProcessCheck(PATHS.dataDir).text;
 
 function open(name: string, rec: Omit<RecordSetup, 'note'>, paths = PATHS): { rt: NodeRuntime; s: TranscriptSession } {
   const clock = new StepClock();
@@ -48,13 +48,13 @@ describe('kubeadm runtime: stop and start', () => {
     s.done();
     expect(s.commands).toEqual([
       "test -f '/etc/kubernetes/manifests/etcd.yaml' && echo active; test -f '/etc/kubernetes/etcd-medic/stopped/etcd.yaml' && echo stopped; test -d '/var/lib/etcd/member' && echo data; true",
-      'pgrep -x etcd',
+      PGREP,
       "test -f '/etc/kubernetes/manifests/etcd.yaml' && echo active; test -f '/etc/kubernetes/etcd-medic/stopped/etcd.yaml' && echo stopped; test -d '/var/lib/etcd/member' && echo data; true",
       "umask 077 && mkdir -p -- '/etc/kubernetes/etcd-medic/stopped' && if [ \"$(stat -c %d -- '/etc/kubernetes/manifests')\" = \"$(stat -c %d -- '/etc/kubernetes/etcd-medic/stopped')\" ]; then mv -f -- '/etc/kubernetes/manifests/etcd.yaml' '/etc/kubernetes/etcd-medic/stopped/etcd.yaml'; else cp -p -- '/etc/kubernetes/manifests/etcd.yaml' '/etc/kubernetes/etcd-medic/stopped/.etcd.yaml.medic-tmp' && sync -- '/etc/kubernetes/etcd-medic/stopped/.etcd.yaml.medic-tmp' && mv -f -- '/etc/kubernetes/etcd-medic/stopped/.etcd.yaml.medic-tmp' '/etc/kubernetes/etcd-medic/stopped/etcd.yaml' && rm -f -- '/etc/kubernetes/manifests/etcd.yaml'; fi",
-      'pgrep -x etcd',
-      'pgrep -x etcd',
+      PGREP,
+      PGREP,
       "test -f '/etc/kubernetes/manifests/etcd.yaml' && echo active; test -f '/etc/kubernetes/etcd-medic/stopped/etcd.yaml' && echo stopped; test -d '/var/lib/etcd/member' && echo data; true",
-      'pgrep -x etcd',
+      PGREP,
     ]);
     if (RECORDING) {
       expect(existsSync(onNode(s, PATHS.manifest))).toBe(false);

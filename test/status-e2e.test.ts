@@ -39,6 +39,8 @@ describe('/etcd status lab', () => {
       expect(rowOf(shown, leader)).toMatch(/\bleader\b/);
       for (const other of Object.keys(ids).filter((n) => n !== leader)) expect(rowOf(shown, other)).toMatch(/\bfollower\b/);
       expect(shown).toContain('healthy: 3/3 voting members healthy, quorum holds (needs 2), 1 failure tolerable');
+      // Each member's DB against its quota, read from its own /metrics (etcd's default 2 GiB).
+      for (const name of Object.keys(ids)) expect(rowOf(shown, name)).toMatch(/ \/ 2\.0 GiB \d+%/);
     }
     expect(Object.keys(ids).sort()).toEqual(['node1', 'node2', 'node3']);
     // Posted to the channel for everyone, not as an ephemeral reply.

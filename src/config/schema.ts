@@ -66,6 +66,11 @@ export const clusterSchema = z.object({
     user: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/).default('root'),
     connectTimeoutMs: ms(5000),
     commandTimeoutMs: ms(30000),
+    /**
+     * How long a probe keeps trying a node whose sshd refuses or drops the connection before
+     * calling it unreachable (a node rebooting, sshd restarting): within statusTimeoutMs.
+     */
+    connectRetryMs: ms(3000),
   }).strict().default({}),
   etcd: z.object({
     /**

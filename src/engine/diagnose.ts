@@ -22,6 +22,9 @@ export type ScenarioId =
   | 'member-data-wiped'
   | 'member-down'
   | 'stale-member'
+  | 'config-refused'
+  | 'cert-expiry'
+  | 'data-inconsistent'
   | 'nospace-alarm';
 
 export interface Finding {
@@ -60,7 +63,24 @@ export interface DiagnoseInput {
    * or why it could not be listed. Absent: the worker has no store.
    */
   backups?: { newestVerified?: SnapshotRecord; total: number } | { error: string };
+  /** `endpoint hashkv` of every healthy member at one revision they all hold; absent: not asked. */
+  hashes?: { revision: string; byNode: Array<{ node: string; hash?: string; compactRevision?: string; error?: string }> };
+  /** Each node's etcd certificates (or why they could not be read); absent: not looked at. */
+  certs?: NodeCerts[];
+  /** @defaultValue Date.now() */
+  now?: number;
 }
+
+/** One node's etcd certificates, as read over SSH: name (ca, server, peer, healthcheck-client) -> expiry. */
+export interface NodeCerts {
+  node: string;
+  /** ISO time each certificate expires; missing files are absent. */
+  notAfter?: Partial<Record<'ca' | 'server' | 'peer' | 'healthcheck-client', string>>;
+  error?: string;
+}
+
+/** A certificate expiring within this is a finding (kubeadm's leaf certificates last a year). */
+export const CERT_WARN_DAYS = 30;
 
 /**
  * What etcd 3.4 logs in each scenario. Matched on the raw line (JSON or text).
@@ -94,6 +114,8 @@ export const LOG_SIGNS = {
   quorumInactive: /since quorum is not active/,
   stopped: /received signal; shutting down|closed etcd server/,
   nospace: /exceeded backend quota|"alarm":"NOSPACE"|database space exceeded/,
+  // Go's flag package, before etcd's logger exists: a flag this etcd version does not have.
+  unknownFlag: /flag provided but not defined: -{1,2}([A-Za-z0-9][A-Za-z0-9-]*)/,
 } as const;
 
 /** Order of urgency, and of the next commands: what must run first comes first. */
@@ -106,6 +128,10 @@ const URGENCY: Record<ScenarioId, number> = {
   'member-data-wiped': 3,
   'member-down': 4,
   'stale-member': 5,
+  'config-refused': 5.5,
+  'cert-expiry': 5.7,
+  // A member serving other data than the rest: before NOSPACE, after the membership repairs.
+  'data-inconsistent': 2.5,
   // Defrag is refused while a member is unhealthy: the membership repairs go first.
   'nospace-alarm': 6,
 };
@@ -396,6 +422,94 @@ function dataWiped(x: Ctx): Finding[] {
   return out;
 }
 
+/**
+ * etcd exits at once because its configuration carries a flag this etcd version does not
+ * have: a manifest written for another version (etcd 3.6 added --feature-gates and took the
+ * --experimental- prefix off many flags; 3.5 knows neither spelling of some, 3.7 drops the old one).
+ */
+function configRefused(x: Ctx): Finding[] {
+  const out: Finding[] = [];
+  for (const v of x.vs) {
+    if (v.healthy) continue;
+    const hit = lastMatching(v, [LOG_SIGNS.unknownFlag], 1)[0];
+    if (!hit) continue;
+    const flag = `--${LOG_SIGNS.unknownFlag.exec(hit.raw)![1]}`;
+    const evidence = [quote(v.name, hit)];
+    const src = logSourceLine(v);
+    if (src) evidence.push(src);
+    evidence.push(/^--experimental-/.test(flag)
+      ? `${flag} is an etcd 3.5 spelling: the etcd this manifest runs dropped the --experimental- prefix (3.6 takes ${flag.replace('--experimental-', '--')})`
+      : `${flag} is not a flag of the etcd this manifest runs: it was written for another etcd version (3.6 flags such as --feature-gates and the de-prefixed --snapshot-catchup-entries do not exist in 3.5)`);
+    evidence.push(`edit ${x.input.cluster.paths?.manifest ?? 'the etcd manifest'} on ${v.name}: rename or remove ${flag}, or run the image the manifest was written for; kubelet restarts etcd by itself`);
+    x.explained.add(v.name);
+    out.push({
+      scenario: 'config-refused',
+      title: `${v.name}'s etcd refuses its configuration: ${flag} is unknown to this etcd version, so it exits at start; fix the manifest (no bot command repairs this)`,
+      evidence,
+      next: [],
+    });
+  }
+  return out;
+}
+
+/**
+ * Members of one cluster hold the same keys at the same revision: `hashkv` at a revision
+ * they all have must agree. A member whose hash differs serves other data (corruption, or a
+ * member rebuilt from other data): the majority's is the cluster's; replace the odd ones.
+ */
+function dataInconsistent(x: Ctx): Finding | undefined {
+  const h = x.input.hashes;
+  const got = (h?.byNode ?? []).filter((b) => b.hash !== undefined);
+  if (!h || got.length < 2) return undefined;
+  const groups = new Map<string, string[]>();
+  for (const b of got) groups.set(b.hash!, [...(groups.get(b.hash!) ?? []), b.node]);
+  if (groups.size < 2) return undefined;
+  const sorted = [...groups.entries()].sort((a, b) => b[1].length - a[1].length);
+  const majority = sorted[0][1].length > got.length / 2 ? sorted[0] : undefined;
+  const odd = majority ? sorted.slice(1).flatMap(([, nodes]) => nodes) : [];
+  const evidence = sorted.map(([hash, nodes]) => `hashkv at revision ${h.revision}: ${nodes.join(', ')} ${nodes.length === 1 ? 'has' : 'have'} ${hash}`);
+  evidence.push(majority
+    ? `${odd.join(', ')} disagree${odd.length === 1 ? 's' : ''} with the majority (${majority[1].join(', ')}): ${odd.length === 1 ? 'its' : 'their'} data is not the cluster's. Replace ${odd.length === 1 ? 'it' : 'them'}; etcd may also raise CORRUPT`
+    : 'no majority: the bot can\'t tell which members hold the cluster\'s data. Compare the newest snapshot with each member before repairing anything');
+  return {
+    scenario: 'data-inconsistent',
+    title: majority
+      ? `${odd.join(', ')} hold${odd.length === 1 ? 's' : ''} other data than the rest: the members' hashes at revision ${h.revision} disagree; replace ${odd.length === 1 ? 'that member' : 'those members'}`
+      : `the members' data disagree at revision ${h.revision} and no majority agrees: don't repair anything before comparing with a snapshot`,
+    evidence,
+    next: x.quorumLost ? [] : odd.map((n) => `/etcd replace-member ${x.c} ${n}`),
+  };
+}
+
+/** Every etcd certificate on every node that expires within CERT_WARN_DAYS, or already has. */
+function certExpiry(x: Ctx): Finding | undefined {
+  const now = x.input.now ?? Date.now();
+  const soon: Array<{ node: string; cert: string; at: string; days: number }> = [];
+  for (const n of x.input.certs ?? []) {
+    for (const [cert, at] of Object.entries(n.notAfter ?? {})) {
+      const days = Math.floor((Date.parse(at!) - now) / 86_400_000);
+      if (days < CERT_WARN_DAYS) soon.push({ node: n.node, cert, at: at!, days });
+    }
+  }
+  if (!soon.length) return undefined;
+  soon.sort((a, b) => a.days - b.days);
+  const expired = soon.filter((c) => c.days < 0);
+  const what = (c: typeof soon[number]) => `${c.node} ${c.cert}.crt ${c.days < 0 ? `expired ${c.at}` : `expires ${c.at} (in ${c.days} day${c.days === 1 ? '' : 's'})`}`;
+  const ca = soon.some((c) => c.cert === 'ca');
+  const evidence = soon.map(what);
+  evidence.push(ca
+    ? 'the etcd CA itself expires: every certificate it signed stops working with it. Plan a CA rotation (new CA, re-issued certificates on every node) before that date'
+    : 'renew them on each node (kubeadm certs renew etcd-server etcd-peer etcd-healthcheck-client), then restart etcd there one node at a time; replace-member also re-issues a node\'s certificates');
+  return {
+    scenario: 'cert-expiry',
+    title: expired.length
+      ? `etcd certificates have expired: ${expired.map(what).join(', ')}: members and clients refuse them`
+      : `etcd certificates expire within ${CERT_WARN_DAYS} days: ${soon.slice(0, 3).map(what).join(', ')}${soon.length > 3 ? `, and ${soon.length - 3} more` : ''}`,
+    evidence,
+    next: [],
+  };
+}
+
 /** Configured nodes that are not members: removed (force-new-cluster, member remove) and maybe still running. */
 function removedNodes(x: Ctx): Finding[] {
   const out: Finding[] = [];
@@ -605,16 +719,22 @@ export function diagnose(input: DiagnoseInput): Finding[] {
   if (!answering) {
     // Nothing answered, and every failure is the bot being refused: that is not a lost cluster.
     if (vs.every((v) => v.accessDenied)) return [];
-    return finish([allLost(x)]);
+    // Expired certificates are one way for every member to stop answering.
+    const certs = certExpiry(x);
+    return finish([allLost(x), ...(certs ? [certs] : [])]);
   }
   const lost = dataLost(x);
   if (lost) findings.push(lost);
   const mismatch = clusterIdMismatch(x);
   if (mismatch) findings.push(mismatch);
-  findings.push(...dataWiped(x), ...removedNodes(x));
+  findings.push(...configRefused(x), ...dataWiped(x), ...removedNodes(x));
   if (x.quorumLost) findings.push(quorumLost(x));
   else findings.push(...membersDown(x));
   findings.push(...unknownMembers(x));
+  const split = dataInconsistent(x);
+  if (split) findings.push(split);
+  const certs = certExpiry(x);
+  if (certs) findings.push(certs);
   const ns = noSpace(x);
   if (ns) findings.push(ns);
   if (x.quorumLost) {

@@ -13,6 +13,11 @@ export function findMember(state: PlanState, nodeOrId: string): MemberView | und
 }
 
 /** Failures that mean the bot could not even log in to the node. */
+/** Why the bot could not reach a node, as the probe said (stage and cause), for refusals and warnings. */
+export function unreachableWhy(probe: NodeProbe | undefined): string {
+  return probe?.unreachableReason ?? 'it was not probed';
+}
+
 export function sshReachable(probe: NodeProbe | undefined): boolean {
   if (!probe) return false;
   if (probe.reachable) return true;
@@ -67,7 +72,7 @@ export function removalSteps(state: PlanState, target: MemberView, warnings: str
       step('node.moveDataAside', target.node, { node: target.node }, `move ${state.cluster.paths.dataDir}/member on ${target.node} aside (kept, not deleted)`),
     );
   } else if (target.node) {
-    warnings.push(`${target.node} can't be reached over SSH: its etcd can't be stopped or its data moved aside. Before it comes back, stop etcd there and move ${state.cluster.paths.dataDir}/member aside, or it will try to rejoin with its old identity.`);
+    warnings.push(`${target.node} can't be reached over SSH (${unreachableWhy(probeOf(state, target.node))}): its etcd can't be stopped or its data moved aside. Before it comes back, stop etcd there and move ${state.cluster.paths.dataDir}/member aside, or it will try to rejoin with its old identity.`);
   } else {
     warnings.push(`member ${target.id} is not in clusters.yaml: only its membership is removed, no node is touched`);
   }

@@ -52,6 +52,11 @@ export interface EtcdMemberClient {
   defragment(opts?: { deadlineMs?: number }): Promise<void>;
   /** Disarms one alarm of one member (hex id). */
   alarmDisarm(memberId: string, alarm: 'NOSPACE' | 'CORRUPT'): Promise<Alarm[]>;
+  /**
+   * `etcdctl endpoint hashkv`: the hash of this member's keys up to `revision` (0: its
+   * newest). Members of one healthy cluster agree on it at any revision they all hold.
+   */
+  hashKV(revision?: string): Promise<{ hash: string; compactRevision: string; revision: string; memberId: string }>;
   /** A linearizable read of one key (tests and verification); undefined when absent. */
   get(key: string): Promise<string | undefined>;
   put(key: string, value: string): Promise<void>;
@@ -82,6 +87,9 @@ export function decimalId(hex: string): string {
   if (!/^[0-9a-f]{1,16}$/.test(hex)) throw new MedicError('BAD_INPUT', `not a member id: ${JSON.stringify(hex)} (16 hex digits)`);
   return BigInt(`0x${hex}`).toString(10);
 }
+
+/** HashKVResponse as grpc decodes it (keepCase: the proto's field names). */
+type RawHashKV = { header?: { member_id: string; revision: string }; hash: number | string; compact_revision?: string };
 
 type RawMember = { ID: string; name?: string; peerURLs?: string[]; clientURLs?: string[]; isLearner?: boolean };
 function toMember(m: RawMember): MemberInfo {
@@ -190,6 +198,14 @@ export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberCl
         action: AlarmAction.Deactivate, memberID: decimalId(memberId), alarm: alarm === 'NOSPACE' ? AlarmType.Nospace : AlarmType.Corrupt,
       }, opts);
       return (r.alarms ?? []).map((a) => ({ memberId: hexId(a.memberID), alarm: String(a.alarm).toUpperCase() }));
+    }),
+
+    // etcd3's own hashKV calls a method the grpc client does not have ("hashKV": grpc names it
+    // "HashKV", and "hashKv" in camel case): call the proto's method through etcd3's pool.
+    hashKV: (revision) => call('hash kv', async (opts) => {
+      const pool = (client.maintenance as unknown as { client: { exec(service: string, method: string, payload: unknown, options: unknown): Promise<RawHashKV> } }).client;
+      const r = await pool.exec('Maintenance', 'HashKV', { revision: revision ?? '0' }, opts);
+      return { hash: String(r.hash), compactRevision: String(r.compact_revision ?? '0'), revision: String(r.header?.revision ?? '0'), memberId: r.header ? hexId(r.header.member_id) : '' };
     }),
 
     get: (key) => call('get', async (opts) => {

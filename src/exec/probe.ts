@@ -4,6 +4,8 @@
  * and never holds back the others' answers.
  */
 import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { ClusterConfig, NodeConfig } from '../config/schema';
 import { describeError, isMedicError, MedicError } from '../engine/errors';
 import { createEtcdMemberClient, EtcdMemberClient, EtcdTls } from './etcd-client';
@@ -100,8 +102,9 @@ async function probeNode(
   const base = { node: node.name, clientUrl: node.clientUrl };
   const scope = new Scope();
   let stage = 'connecting over ssh';
+  let stopped = false;
   const work = (async (): Promise<NodeProbe> => {
-    const session = await ssh.session(sshTargetFor(cluster, node));
+    const session = await connectRetrying(cluster, node, ssh, (s) => { stage = s; }, () => stopped);
     stage = 'reading TLS material';
     const url = new URL(node.clientUrl);
     const tls = url.protocol === 'https:' ? await tlsFor(session) : undefined;
@@ -110,7 +113,12 @@ async function probeNode(
     const tunnel = scope.add(await session.openTunnel(url.hostname, Number(url.port)), (t) => t.close());
     stage = 'asking etcd';
     const etcd = scope.add(memberClientThrough(cluster, node, tunnel, tls), (c) => c.close());
-    return askMember(etcd, tunnel, base);
+    const [probe, quota] = await Promise.all([
+      askMember(etcd, tunnel, base),
+      backendQuota(node, tunnel, tls, cluster.etcd.callTimeoutMs),
+    ]);
+    if (probe.status && quota) probe.status.quotaBytes = quota;
+    return probe;
   })();
 
   let timer: NodeJS.Timeout | undefined;
@@ -123,9 +131,68 @@ async function probeNode(
   try {
     return await Promise.race([work.catch((e: unknown) => unreachable(base, e)), deadline]);
   } finally {
+    stopped = true;
     clearTimeout(timer);
     await scope.close();
   }
+}
+
+/** Waits between connection attempts: 200, 400, 800 ms, then 1 s. */
+const retryDelay = (attempt: number) => Math.min(1000, 200 * 2 ** (attempt - 1));
+
+/**
+ * An SSH session to the node, tried again while the node refuses or drops the connection
+ * (sshd restarting, a node coming back), for up to ssh.connectRetryMs: a node whose SSH is up
+ * a second late is not reported unreachable. A changed host key or a refused login is final.
+ * The error says how long it was tried.
+ */
+async function connectRetrying(
+  cluster: ClusterConfig, node: NodeConfig, ssh: SshPool, stage: (s: string) => void, stopped: () => boolean,
+): Promise<SshSession> {
+  const started = Date.now();
+  const budget = Math.min(cluster.ssh.connectRetryMs, cluster.statusTimeoutMs);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ssh.session(sshTargetFor(cluster, node));
+    } catch (e) {
+      const elapsed = Date.now() - started;
+      const delay = retryDelay(attempt);
+      const transient = isMedicError(e) && e.code === 'SSH_UNREACHABLE';
+      if (!transient || stopped() || elapsed + delay > budget) {
+        if (transient && attempt > 1) throw new MedicError(e.code, `${e.message} (${attempt} tries in ${(elapsed / 1000).toFixed(1)} s)`, true, { cause: e });
+        throw e;
+      }
+      stage(`connecting over ssh, try ${attempt + 1}: the last said ${describeError(e)}`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/**
+ * The member's backend quota (--quota-backend-bytes; etcd's default 2 GiB when unset), read
+ * from its own /metrics (`etcd_server_quota_backend_bytes`) through the same tunnel and
+ * certificate: runtime-agnostic, no manifest parsing. Undefined when it does not say.
+ */
+function backendQuota(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | undefined, timeoutMs: number): Promise<number | undefined> {
+  const url = new URL(node.clientUrl);
+  return new Promise((resolve) => {
+    const opts = { host: '127.0.0.1', port: tunnel.localPort, path: '/metrics', timeout: timeoutMs, servername: url.hostname, ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}) };
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(opts, (res) => {
+      if (res.statusCode !== 200) { res.resume(); resolve(undefined); return; }
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { if (body.length < 4 << 20) body += d; });
+      res.on('end', () => {
+        const m = /^etcd_server_quota_backend_bytes\s+([0-9.e+]+)\s*$/m.exec(body);
+        const n = m ? Number(m[1]) : NaN;
+        resolve(Number.isFinite(n) && n > 0 ? n : undefined);
+      });
+      res.on('error', () => resolve(undefined));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
 }
 
 /** Partial answers are kept: under quorum loss status and member list work, health does not. */

@@ -28,6 +28,8 @@ export interface EndpointStatus {
   revision?: string;
   /** The cluster this member belongs to (response header), hex: members of one cluster agree. */
   clusterId?: string;
+  /** Its backend quota (--quota-backend-bytes), from its /metrics; undefined when it did not say. */
+  quotaBytes?: number;
 }
 
 export interface Alarm {

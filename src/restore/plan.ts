@@ -8,7 +8,7 @@
  * others joined afterwards with the add-member flow.
  */
 import { createHash } from 'node:crypto';
-import { additionSteps, sshReachable } from '../engine/membership-plans';
+import { additionSteps, sshReachable, unreachableWhy } from '../engine/membership-plans';
 import { Fact, PlanDraft, PlanState, refuse, step, StepSpec } from '../engine/plan';
 import type { SnapshotRecord } from '../snapshot/store';
 import { highestMinor, HostTool, restoreToolFor } from '../exec/host-tools';
@@ -75,7 +75,7 @@ function findSnapshot(state: PlanState, id: string): SnapshotRecord {
 function checkNodes(state: PlanState, mode: RestoreMode): void {
   const unreachable = state.cluster.nodes.filter((n) => !sshReachable(state.snapshot.probes.find((p) => p.node === n.name)));
   if (unreachable.length) {
-    const names = unreachable.map((n) => n.name).join(', ');
+    const names = unreachable.map((n) => `${n.name} (${unreachableWhy(state.snapshot.probes.find((p) => p.node === n.name))})`).join(', ');
     // An old member left running would keep serving its own (old) data to the API servers on its node.
     refuse(`${names} can't be reached over SSH: a restore must stop etcd on every node first${mode === 'all' ? ' and install data on each' : ''}. `
       + `Fix access, or remove ${unreachable.length === 1 ? 'that node' : 'those nodes'} from clusters.yaml if ${unreachable.length === 1 ? 'it is' : 'they are'} gone for good`);

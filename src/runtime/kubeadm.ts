@@ -5,7 +5,7 @@
  */
 import { posix } from 'node:path';
 import { MedicError } from '../engine/errors';
-import { sh } from '../exec/shell';
+import { RemoteCommand, sh } from '../exec/shell';
 import { EtcdManifest } from './manifest';
 import {
   backupFile, backupPath, checkLines, checkTag, moveDataAside, moveFile, Remote, waitFor, writeFile,
@@ -13,10 +13,17 @@ import {
 import type { EtcdConfigDoc, NodeRuntime, RuntimeDeps, RuntimeState, WaitOptions } from './types';
 
 /**
- * Whether etcd runs on the node. Seen from the host, a container's processes are ordinary
- * processes, so this finds kubelet's etcd container too. Exit 1 means none.
+ * Whether this member's etcd runs on the node: a process named etcd whose command line
+ * carries the member's --data-dir (as `--data-dir=DIR` or `--data-dir DIR`). Not any process
+ * called etcd: a node may run another etcd (an events cluster, a CNI's kvstore), which stop,
+ * start and data moves must leave alone. Seen from the host, a container's processes are
+ * ordinary processes, so this finds kubelet's etcd container too. Prints the pids; exit 1
+ * means none.
  */
-export const ETCD_PROCESS_CHECK = sh`pgrep -x etcd`;
+export function etcdProcessCheck(dataDir: string): RemoteCommand {
+  const dir = dataDir.replace(/\/+$/, '') || '/';
+  return sh`found=1; for p in $(pgrep -x etcd); do if tr '\\000' '\\n' 2>/dev/null < /proc/$p/cmdline | awk -v d=${dir} 'prev == "--data-dir" && ($0 == d || $0 == d "/") { f = 1 } $0 == "--data-dir=" d || $0 == "--data-dir=" d "/" { f = 1 } { prev = $0 } END { exit !f }'; then echo "$p"; found=0; fi; done; exit $found`;
+}
 
 /** kubelet's CRI log line: <RFC3339Nano time> <stream> <F(ull)|P(artial)> <message>. */
 const CRI_LINE = /^\S+ (stdout|stderr) ([FP]) ?(.*)$/;
@@ -109,7 +116,9 @@ export class KubeadmRuntime implements NodeRuntime {
   async logs(lines: number): Promise<{ source: string; lines: string[] }> {
     checkLines(lines);
     const r = await this.remote.run(
-      sh`f=$(ls -1t -- /var/log/pods/kube-system_etcd-*/etcd/*.log 2>/dev/null | head -n 1) && [ -n "$f" ] || { echo 'no etcd container log under /var/log/pods' >&2; exit 1; }; printf '%s\n' "$f" && tail -n ${lines} -- "$f"`,
+      // kubeadm names the static pod etcd-<node name> (the hostname): another etcd pod on the
+      // node (etcd-events-…) is not this member's. Any etcd pod only when none is named so.
+      sh`f=$(ls -1t -- /var/log/pods/kube-system_etcd-"$(hostname)"_*/etcd/*.log 2>/dev/null | head -n 1); [ -n "$f" ] || f=$(ls -1t -- /var/log/pods/kube-system_etcd-*/etcd/*.log 2>/dev/null | head -n 1); [ -n "$f" ] || { echo 'no etcd container log under /var/log/pods' >&2; exit 1; }; printf '%s\n' "$f" && tail -n ${lines} -- "$f"`,
       'reading the etcd container log');
     const [source, ...rest] = r.stdout.replace(/\n$/, '').split('\n');
     return { source, lines: stripCri(rest).slice(-lines) };
@@ -125,7 +134,7 @@ export class KubeadmRuntime implements NodeRuntime {
   }
 
   private async running(): Promise<boolean> {
-    const r = await this.remote.run(ETCD_PROCESS_CHECK, 'looking for an etcd process', { ok: [0, 1] });
+    const r = await this.remote.run(etcdProcessCheck(this.deps.paths.dataDir), `looking for the etcd process of ${this.deps.paths.dataDir}`, { ok: [0, 1] });
     return r.code === 0;
   }
 
