@@ -35,6 +35,18 @@ describe('audit log in Redis (real redis-server)', () => {
     await server?.stop();
   });
 
+  it('an append tried again with the same idempotency key is stored once (Redis may have carried out the first one after a timeout)', async () => {
+    const log = createAuditLog(redis, { key: `t-audit-once-${process.pid}-${Date.now()}` });
+    const first = await log.append({ type: 'step.succeeded', cluster: 'lab', jobId: '7', actor: 'bot', data: { index: 1 } }, { once: '7:step.succeeded:1:42' });
+    const again = await log.append({ type: 'step.succeeded', cluster: 'lab', jobId: '7', actor: 'bot', data: { index: 1 } }, { once: '7:step.succeeded:1:42' });
+    const other = await log.append({ type: 'step.succeeded', cluster: 'lab', jobId: '7', actor: 'bot', data: { index: 1 } }, { once: '7:step.succeeded:1:43' });
+    expect(first?.seq).toBe(1);
+    expect(again).toBeUndefined();
+    expect(other?.seq).toBe(2);
+    expect((await log.recent({ limit: 10 })).map((e) => e.seq)).toEqual([1, 2]);
+    expect((await log.verify()).problems).toEqual([]);
+  });
+
   it('chains entries: gapless seq, prev = hash of the one before, recent() filters and keeps oldest first', async () => {
     const log = createAuditLog(redis, { key: freshKey(), now: clock() });
     const a = await log.append({ type: 'job.requested', cluster: 'prod-eu1', jobId: '7', actor: 'U0ALICE', data: { command: '/etcd remove-member prod-eu1 cp3' } });

@@ -99,8 +99,14 @@ export interface RecentQuery {
 
 export interface AuditLog {
   readonly key: string;
-  /** Redacts, chains and stores the event; resolves with the entry as stored. */
+  /**
+   * Redacts, chains and stores the event; resolves with the entry as stored. `once`: an
+   * idempotency key (kept a day): an append tried again after a timeout, which Redis may
+   * have carried out anyway, is stored once; that call resolves with the first call's
+   * entry unknown: `undefined`.
+   */
   append(event: AuditEvent): Promise<AuditEntry>;
+  append(event: AuditEvent, opts: { once: string }): Promise<AuditEntry | undefined>;
   /** The newest matching entries, oldest first. Unparsable lines are skipped (verify reports them). */
   recent(query: RecentQuery): Promise<AuditEntry[]>;
   /** Entries from `fromSeq` (default 1) on, read page by page. Assumes no lines were removed; use verify() to know. */
@@ -128,11 +134,13 @@ const PAGE = 500;
 // A missing head with a non-empty list means someone deleted it: refuse to start a
 // second chain inside the first.
 const APPEND = `
+if ARGV[4] ~= '' and redis.call('EXISTS', ARGV[4]) == 1 then return 2 end
 local h = redis.call('GET', KEYS[2])
 if (h or '') ~= ARGV[1] then return 0 end
 if not h and redis.call('LLEN', KEYS[1]) > 0 then return -1 end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
+if ARGV[4] ~= '' then redis.call('SET', ARGV[4], '1', 'EX', 86400) end
 return 1`;
 
 function parseHead(raw: string | null): AuditHead {
@@ -187,15 +195,17 @@ export function createAuditLog(redis: Redis, opts: AuditLogOptions = {}): AuditL
 
   const log: AuditLog = {
     key,
-    async append(event) {
+    async append(event: AuditEvent, o: { once?: string } = {}): Promise<AuditEntry> {
       const base = prepare(event);
+      const once = o.once ? `${key}:once:${o.once}` : '';
       for (let attempt = 1; attempt <= maxAttempts; attempt++) {
         const raw = await redis.get(headKey);
         const head = parseHead(raw);
         const unhashed = { ...base, seq: head.seq + 1, ts: now().toISOString(), prev: head.hash };
         const entry: AuditEntry = { ...unhashed, hash: hashEntry(unhashed, opts.hmacKey) };
-        const res = await redis.eval(APPEND, 2, key, headKey, raw ?? '', canonicalJson(entry), `${entry.seq} ${entry.hash}`);
+        const res = await redis.eval(APPEND, 2, key, headKey, raw ?? '', canonicalJson(entry), `${entry.seq} ${entry.hash}`, once);
         if (res === 1) return entry;
+        if (res === 2) return undefined as unknown as AuditEntry;
         if (res === -1) {
           throw new MedicError('INTERNAL', `audit log ${key} has entries but ${headKey} is missing: not appending, it would start a second chain. `
             + `Restore ${headKey} as "<seq> <hash>" of the last line (node dist/src/cli/audit.js tail -n 1 shows it)`);

@@ -119,8 +119,9 @@ export function createWorkflow(deps: WorkflowDeps) {
     if (!c?.plan) throw new MedicError('INTERNAL', `this worker does not know the command '${id}' (an older version?)`);
     return c;
   };
-  const audit = async (type: string, cluster: string, jobId: string | undefined, actor: string | undefined, data?: Record<string, unknown>) => {
-    await deps.audit.append({ type, cluster, jobId, actor, data });
+  const audit = async (type: string, cluster: string, jobId: string | undefined, actor: string | undefined, data?: Record<string, unknown>, once?: string) => {
+    if (once) await deps.audit.append({ type, cluster, jobId, actor, data }, { once });
+    else await deps.audit.append({ type, cluster, jobId, actor, data });
   };
 
   /** The plan message as it looks now, for the adapter to edit in place (none when it was never posted). */
@@ -552,17 +553,28 @@ export function createWorkflow(deps: WorkflowDeps) {
         Object.assign(exec.outputs, outcome.outputs ?? {});
         exec.states[i] = `${outcome.status} (${secs(durationMs)})`;
         await checkpoint(exec);
+        // Checkpointed: the step counts as done. Its line goes to the thread before anything
+        // else may wait on Redis, so a worker cut off right now still leaves it in the trail.
+        const line = `${outcome.status === 'skipped' ? '⏭' : '✅'} ${label} — ${secs(durationMs)} — ${outcome.detail}`;
+        thread(line + commandLines(cmds));
+        await io.progress(line).catch(() => undefined);
         await deps.approvals.setExtra(rec.id, { states: JSON.stringify(exec.states) }).catch(() => undefined);
-        await audit(outcome.status === 'skipped' ? 'step.skipped' : 'step.succeeded', cluster.name, rec.id, 'bot', {
+        const type = outcome.status === 'skipped' ? 'step.skipped' : 'step.succeeded';
+        const record = {
           step: s.action, index: i + 1, total: steps.length, node: s.node, durationMs, detail: outcome.detail,
           command: cmds.length ? cmds[cmds.length - 1].command : undefined,
           output: cmds.length ? cmds[cmds.length - 1].output : undefined,
           commands: cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output })),
           exitCode: cmds.length ? cmds[cmds.length - 1].exit : undefined,
-        });
-        const line = `${outcome.status === 'skipped' ? '⏭' : '✅'} ${label} — ${secs(durationMs)} — ${outcome.detail}`;
-        thread(line + commandLines(cmds));
-        await io.progress(line).catch(() => undefined);
+        };
+        // Once per step and lease: a record Redis took although the call timed out is not stored twice.
+        const once = `${rec.id}:${type}:${i + 1}:${lease.token}`;
+        try {
+          await audit(type, cluster.name, rec.id, 'bot', record, once);
+        } catch (e) {
+          recordLater(type, cluster.name, rec.id, record, once);
+          throw e;
+        }
       }
       keep.stop();
       await deps.approvals.transition(rec.id, ['running'], 'succeeded');
@@ -643,12 +655,12 @@ export function createWorkflow(deps: WorkflowDeps) {
    * An audit event that must not be lost while Redis is unreachable (a lost lease): tried
    * now, then again every few seconds for a bounded time; always logged.
    */
-  function recordLater(type: string, cluster: string, planId: string, data: Record<string, unknown>) {
-    const event = { ...data, at: now().toISOString() };
+  function recordLater(type: string, cluster: string, planId: string, data: Record<string, unknown>, once?: string) {
+    const event = once ? data : { ...data, at: now().toISOString() };
     deps.log?.(type, { cluster, plan: planId, ...event });
     const until = Date.now() + 10 * 60_000;
     const attempt = () => {
-      void withDeadline(audit(type, cluster, planId, 'bot', event), 5000).catch(() => {
+      void withDeadline(audit(type, cluster, planId, 'bot', event, once), 5000).catch(() => {
         if (Date.now() < until) setTimeout(attempt, 2000).unref();
         else deps.log?.('audit record dropped after 10 min of retries', { type, cluster, plan: planId });
       });
