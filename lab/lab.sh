@@ -33,6 +33,7 @@
 #                      into a private apt state (LAB_APT_DIR, default /var/cache/etcd-medic-apt)
 #                      and unpacked with dpkg -x under $LAB_DIR/etcd/V, never installed.
 #                      A lab up on another version is recreated.
+#   up with LAB_KEY=rsa|ec  the etcd PKI's key type: RSA-2048 (kubeadm's default) or P-256
 #   version            the lab's etcd version;  tools: the directory of the host-side
 #                      etcdctl/etcdutl that match it (put it first in PATH for the bot)
 #   stop-etcd N        move N's manifest to /etc/kubernetes/etcd.yaml.lab-stopped
@@ -219,8 +220,17 @@ kill_orphans() {
 
 # ---------------------------------------------------------------- keys and certificates
 
-# ECDSA P-256 (kubeadm: encryptionAlgorithm ECDSA-P256): RSA keygen costs seconds on a busy CI box.
-gen_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; chmod 600 "$1"; }
+# Key type of the lab's etcd PKI: rsa (RSA-2048, kubeadm's default) or ec (ECDSA P-256,
+# kubeadm's encryptionAlgorithm ECDSA-P256). LAB_KEY picks it; a lab made with the other is
+# recreated with a new PKI. A PKI from before the choice existed is P-256.
+LAB_KEY="${LAB_KEY:-rsa}"
+[[ $LAB_KEY == rsa || $LAB_KEY == ec ]] || die "LAB_KEY=$LAB_KEY: use rsa (kubeadm's default, RSA-2048) or ec (P-256)"
+pki_key_type() { if [[ -s $PKI/ca.crt ]]; then cat "$PKI/key-type" 2>/dev/null || echo ec; fi; }
+gen_key() {
+  if [[ $LAB_KEY == rsa ]]; then openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null
+  else openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; fi
+  chmod 600 "$1"
+}
 
 # sign <out-prefix> <CN> <extendedKeyUsage> [subjectAltName]
 sign() {
@@ -248,10 +258,11 @@ ensure_keys() {
     rm -f "$BOT_KEY" "$BOT_KEY.pub"
     ssh-keygen -q -t ed25519 -N '' -C etcd-medic-lab-bot -f "$BOT_KEY"
   fi
-  if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key ]]; then
-    log "creating the etcd CA"
+  if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key || $(pki_key_type) != "$LAB_KEY" ]]; then
+    log "creating the etcd CA ($LAB_KEY)"
     rm -rf "${PKI:?}"/*
     gen_key "$PKI/ca.key"
+    echo "$LAB_KEY" >"$PKI/key-type"
     openssl req -x509 -new -key "$PKI/ca.key" -subj /CN=etcd-ca -days 3650 -sha256 \
       -addext "basicConstraints=critical,CA:TRUE" \
       -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" \
@@ -631,6 +642,10 @@ cmd_up() {
   fetch_etcd "$version"
   if [[ -d $LAB_DIR/nodes && $(lab_version) != "$version" ]]; then
     log "the lab runs etcd $(lab_version), etcd $version was asked for: recreating it"
+    do_down
+  fi
+  if [[ -d $LAB_DIR/nodes && -n $(pki_key_type) && $(pki_key_type) != "$LAB_KEY" ]]; then
+    log "the lab's PKI is $(pki_key_type), $LAB_KEY was asked for: recreating it with a new PKI"
     do_down
   fi
   if [[ -d $LAB_DIR/nodes ]]; then

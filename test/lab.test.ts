@@ -73,14 +73,18 @@ describe('lab', () => {
     expect(command).toContain(`--initial-cluster=${LAB_NODES.map((n) => `${n.name}=${n.peerUrl}`).join(',')}`);
 
     const files = await sshNode('node3', 'ls /etc/kubernetes/pki/etcd && test -d /var/lib/etcd/member && echo data-ok'
-      + ' && openssl x509 -in /etc/kubernetes/pki/etcd/server.crt -noout -subject -ext subjectAltName');
+      + ' && openssl x509 -in /etc/kubernetes/pki/etcd/server.crt -noout -subject -ext subjectAltName'
+      + ' && openssl x509 -in /etc/kubernetes/pki/etcd/server.crt -noout -text | grep -E "Public Key Algorithm|Public-Key"');
     expect(files.code).toBe(0);
     for (const f of ['ca.crt', 'ca.key', 'server.crt', 'server.key', 'peer.crt', 'peer.key', 'healthcheck-client.crt', 'healthcheck-client.key']) {
       expect(files.stdout.split('\n')).toContain(f);
     }
     expect(files.stdout).toContain('data-ok');
     expect(files.stdout).toMatch(/CN ?= ?node3/);
-    expect(files.stdout).toContain('IP Address:127.10.0.13');
+    expect(files.stdout).toContain(`IP Address:${labNode('node3').ip}`);
+    // Keys as kubeadm makes them by default (LAB_KEY=ec: P-256, its ECDSA-P256 option).
+    if ((process.env.LAB_KEY ?? 'rsa') === 'rsa') expect(files.stdout).toMatch(/rsaEncryption[\s\S]*Public-Key: \(2048 bit\)/);
+    else expect(files.stdout).toMatch(/id-ecPublicKey[\s\S]*Public-Key: \(256 bit\)/);
   });
 
   it('nodes are as bare as real ones: no etcdctl, and ps shows only the node\'s own processes', async () => {
