@@ -122,6 +122,26 @@ describe('ssh session', () => {
     expect(rs.map((r) => r.stdout.trim())).toEqual(Array.from({ length: 14 }, (_, i) => String(i)));
   });
 
+  it('opens again a channel sshd refused while it still counted closed ones (a busy node): every command runs once', async () => {
+    // An sshd that allows 3 sessions where the bot opens up to 8: refusals every time.
+    const tight = await startSshd({ maxSessions: 3 });
+    const p = createSshPool({ privateKey: tight.clientKey, connectTimeoutMs: 5000, commandTimeoutMs: 10000 });
+    try {
+      const s = await p.session(sshdTarget(tight));
+      const marks = join(tight.dir, 'ran');
+      const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => s.exec(sh`sleep 0.05; echo ${i} >> ${marks}; echo ${i}`)));
+      expect(rs.map((r) => r.stdout.trim())).toEqual(Array.from({ length: 8 }, (_, i) => String(i)));
+      // Nothing ran twice: a refused channel never started its command.
+      expect(readFileSync(marks, 'utf8').trim().split('\n').sort()).toEqual(Array.from({ length: 8 }, (_, i) => String(i)).sort());
+      // SFTP sessions are channels too.
+      await Promise.all(Array.from({ length: 6 }, (_, i) => s.writeFile(join(tight.dir, `f${i}`), Buffer.from(String(i)))));
+      expect(readFileSync(join(tight.dir, 'f5'), 'utf8')).toBe('5');
+    } finally {
+      await p.closeAll();
+      await stopSshd(tight);
+    }
+  });
+
   it('reads a file, and fails clearly on a missing one', async () => {
     const s = await pool.session(target);
     const path = join(sshd.dir, 'some file');

@@ -115,6 +115,15 @@ const DEFAULT_MAX_OUTPUT = 1024 * 1024;
 const KILL_AFTER_S = 2;
 /** OpenSSH's MaxSessions is 10 per connection: stay below it, queue the rest. */
 const MAX_CHANNELS = 8;
+/**
+ * Waits before opening a refused channel again. sshd counts a session until it has freed
+ * it, a moment after the client saw it close, and refuses more than MaxSessions: a busy
+ * node refuses an open the bot's own count allows. Nothing ran on a refused channel, so
+ * trying again can't run a command twice.
+ */
+const OPEN_RETRY_MS = [100, 200, 400, 800, 1600];
+const refusedOpen = (e: unknown) => (e as { channelRefused?: boolean } | undefined)?.channelRefused === true;
+const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Suffix of the temporary file `writeFile` renames into place. */
 const TMP_SUFFIX = '.medic-tmp';
 /** SSH_FX_* status codes (draft-ietf-secsh-filexfer-02) that get a plainer message. */
@@ -270,8 +279,15 @@ class SessionImpl implements SshSession {
     throwIfAborted(o.signal, this.target);
     await this.slots.acquire();
     try {
-      throwIfAborted(o.signal, this.target);
-      return await this.runChannel(cmd, timeoutMs, o);
+      for (let attempt = 0; ; attempt++) {
+        throwIfAborted(o.signal, this.target);
+        try {
+          return await this.runChannel(cmd, timeoutMs, o);
+        } catch (e) {
+          if (!refusedOpen(e) || attempt >= OPEN_RETRY_MS.length || this.closed) throw e;
+          await sleepMs(OPEN_RETRY_MS[attempt]);
+        }
+      }
     } finally {
       this.slots.release();
     }
@@ -322,7 +338,7 @@ class SessionImpl implements SshSession {
       }), timeoutMs + (KILL_AFTER_S + 1) * 1000);
 
       const onChannel = (e: Error | undefined, ch: ClientChannel) => {
-        if (e) return finish(() => reject(new MedicError('REMOTE_FAILED', `${label(this.target)}: cannot start command: ${e.message}`, true)));
+        if (e) return finish(() => reject(Object.assign(new MedicError('REMOTE_FAILED', `${label(this.target)}: cannot start command: ${e.message}`, true), { channelRefused: true })));
         if (done) { ch.close(); return; }
         channel = ch;
         ch.on('data', (d: Buffer) => out.add(d));
@@ -433,7 +449,7 @@ class SessionImpl implements SshSession {
       this.lost.add(onLost);
     });
     try {
-      return await Promise.race([stop, this.openSftp(session).then(fn)]);
+      return await Promise.race([stop, this.openSftpRetrying(session).then(fn)]);
     } finally {
       clearTimeout(timer);
       if (onLost) this.lost.delete(onLost);
@@ -443,11 +459,22 @@ class SessionImpl implements SshSession {
     }
   }
 
+  private async openSftpRetrying(session: { sftp?: SFTPWrapper; abandoned: boolean }): Promise<SFTPWrapper> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.openSftp(session);
+      } catch (e) {
+        if (!refusedOpen(e) || attempt >= OPEN_RETRY_MS.length || this.closed || session.abandoned) throw e;
+        await sleepMs(OPEN_RETRY_MS[attempt]);
+      }
+    }
+  }
+
   private openSftp(session: { sftp?: SFTPWrapper; abandoned: boolean }): Promise<SFTPWrapper> {
     return new Promise((resolve, reject) => {
       try {
         this.client.sftp((e, sftp) => {
-          if (e) return reject(new MedicError('REMOTE_FAILED', `${label(this.target)}: cannot start SFTP: ${e.message} (is the sftp subsystem enabled in sshd_config?)`, true));
+          if (e) return reject(Object.assign(new MedicError('REMOTE_FAILED', `${label(this.target)}: cannot start SFTP: ${e.message} (is the sftp subsystem enabled in sshd_config?)`, true), { channelRefused: true }));
           // Opened after the deadline: nobody will end it but us.
           if (session.abandoned) { sftp.end(); return; }
           session.sftp = sftp;

@@ -50,6 +50,8 @@ export interface SshdOptions {
    * @defaultValue none: the host's filesystem as it is
    */
   binds?: { from: string; to: string }[];
+  /** sshd's MaxSessions (channels per connection). @defaultValue sshd's own, 10 */
+  maxSessions?: number;
 }
 
 export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
@@ -76,6 +78,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     // bash skips ~/.bashrc below shell level 2: keeps this machine's root rc files (slow,
     // and pyenv's rehash can block on a stale lock) out of the test.
     'SetEnv SHLVL=1',
+    ...(opts.maxSessions ? [`MaxSessions ${opts.maxSessions}`] : []),
     '',
   ].join('\n'));
   const sshdArgv = ['/usr/sbin/sshd', '-D', '-e', '-f', join(dir, 'sshd_config')];
