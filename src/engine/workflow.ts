@@ -576,8 +576,13 @@ export function createWorkflow(deps: WorkflowDeps) {
           throw e;
         }
       }
+      // Every step done; only the holder of the lease reports it: a worker cut off from Redis
+      // after the last step has been replaced by one that resumed past the end and reports.
+      if (keep.lost) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name} after the last step: ${keep.lost}`);
       keep.stop();
-      await deps.approvals.transition(rec.id, ['running'], 'succeeded');
+      if (!(await deps.approvals.transition(rec.id, ['running'], 'succeeded'))) {
+        throw new MedicError('LEASE_LOST', `plan ${rec.id} is no longer running here after its last step: another worker reported it`);
+      }
       await resources.close().catch(() => undefined);
       if (commandOf(rec.command).rebuildsCluster) {
         // A new cluster (restore) or a new membership on old data (force-new-cluster), both
