@@ -7,6 +7,7 @@ export default defineCommand({
   args: [arg.cluster(), arg.snapshot(), arg.choice('mode', ['all', 'single'], 'all')],
   risk: 'destructive',
   rebuildsCluster: true,
+  needsHostTools: true,
   // Every node's data is replaced: two people besides the requester, whatever the config says.
   minApprovals: 2,
   plan: (state, args) => planRestore(state, { snapshot: args.snapshot, mode: args.mode }),

@@ -100,6 +100,8 @@ export interface CommandDef {
    * force-new-cluster: a new membership on one member's data): the bot's memory of it is reset.
    */
   rebuildsCluster?: boolean;
+  /** The planner reads the etcd tools of the worker's host (restore): asked for only then. */
+  needsHostTools?: boolean;
   /** approve / reject / cancel <job>: a decision on a plan, answered at once (no queue). */
   decision?: 'approve' | 'reject' | 'cancel';
   /** Approvals this command needs at least, whatever the cluster's policy says (force-new-cluster: 2). */

@@ -137,7 +137,7 @@ export function createWorkflow(deps: WorkflowDeps) {
     const snapshots = deps.snapshots ? await deps.snapshots.store.list(cluster.name) : undefined;
     const observedRevision = maxRevision([await deps.approvals.observedRevision(cluster.name), ...snapshot.probes.map((p) => p.status?.revision ?? '0')]);
     await deps.approvals.noteRevision(cluster.name, observedRevision);
-    const tools = snapshots ? await (deps.hostTools ?? hostTools)() : undefined;
+    const tools = command.needsHostTools ? await (deps.hostTools ?? hostTools)() : undefined;
     const draft = command.plan!({ cluster, snapshot, summary, snapshots, observedRevision, hostTools: tools }, args);
     const plan: Plan = {
       command: command.id, cluster: cluster.name, args, steps: draft.steps,

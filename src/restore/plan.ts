@@ -97,10 +97,15 @@ function age(from: string, to: string): string {
   return h < 48 ? `${h} h` : `${Math.floor(h / 24)} days`;
 }
 
+/** The highest etcd minor version of the members that answered and of the snapshot: what the restore tooling must reach. */
+function clusterMinor(state: PlanState, rec: SnapshotRecord): string | undefined {
+  return highestMinor([...state.snapshot.probes.map((x) => x.status?.version), rec.etcdVersion]);
+}
+
 /** The tool this worker would restore with, when it knows its tools. */
 function plannedTool(state: PlanState, rec: SnapshotRecord): HostTool | undefined {
   if (!state.hostTools) return undefined;
-  const pick = restoreToolFor(state.hostTools, highestMinor([...state.snapshot.probes.map((x) => x.status?.version), rec.etcdVersion]));
+  const pick = restoreToolFor(state.hostTools, clusterMinor(state, rec));
   return 'tool' in pick ? pick.tool : undefined;
 }
 
@@ -182,7 +187,7 @@ export function planRestore(state: PlanState, args: { snapshot: string; mode: st
   const names = restored.map((n) => n.name);
   const liveKeys = rec.liveKeys ?? -1;
   // The tool must be at least the cluster's etcd (and the snapshot's): older tooling restores data its etcd did not write.
-  const minTool = highestMinor([...state.snapshot.probes.map((x) => x.status?.version), rec.etcdVersion]) ?? '';
+  const minTool = clusterMinor(state, rec) ?? '';
   if (state.hostTools) {
     const pick = restoreToolFor(state.hostTools, minTool || undefined);
     if ('refusal' in pick) refuse(pick.refusal);
