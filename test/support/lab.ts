@@ -168,6 +168,16 @@ export async function memberList(endpoints: string[] = LAB_ENDPOINTS): Promise<L
   });
 }
 
+/**
+ * Remove every member whose peer URL is `peerUrl` (a learner a test added by hand), so a test
+ * that failed before it learnt the member's id still leaves three members behind.
+ */
+export async function removeMembersByPeerUrl(peerUrl: string): Promise<void> {
+  for (const m of await memberList()) {
+    if (m.peerUrls.includes(peerUrl)) await hostEtcdctl(['member', 'remove', m.id]);
+  }
+}
+
 /** Member name -> hex id (started members only: an unstarted member has no name). */
 export async function memberIdsByName(endpoints: string[] = LAB_ENDPOINTS): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
