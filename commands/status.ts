@@ -66,6 +66,7 @@ export function statusReport(snap: ClusterSnapshot, s: StatusSummary, jobId?: st
       { label: 'Failures tolerable', value: String(s.tolerable) },
       { label: 'Leader', value: s.leader ? `${s.leader.name} (${s.leader.id})` : 'none' },
       { label: 'Alarms', value: s.alarms.length ? s.alarms.map((a) => `${a.alarm} on ${a.member}`).join(', ') : 'none' },
+      { label: 'Versions', value: versionsText(s) },
     ],
     tables: [{
       title: 'Members',
@@ -111,6 +112,28 @@ function quotaNotes(s: StatusSummary): string[] {
     return [`${m.name}'s database is ${bytesText(st.dbSize)}, ${Math.round((100 * st.dbSize) / st.quotaBytes)}% of its ${bytesText(st.quotaBytes)} quota: at 100% etcd raises NOSPACE and refuses every write. `
       + `Compact and defragment (/etcd defrag), or raise --quota-backend-bytes`];
   });
+}
+
+/**
+ * Server, cluster and storage versions as the members report them: `server 3.5.30 · cluster
+ * 3.5.0 · storage 3.6.0`; a value members disagree on lists who says what.
+ */
+export function versionsText(s: StatusSummary): string {
+  const part = (label: string, pick: (m: MemberView) => string | undefined, none: string) => {
+    const by = new Map<string, string[]>();
+    for (const m of s.members) {
+      const v = pick(m);
+      if (v) by.set(v, [...(by.get(v) ?? []), m.name]);
+    }
+    if (!by.size) return `${label} ${none}`;
+    if (by.size === 1) return `${label} ${[...by.keys()][0]}`;
+    return `${label} ${[...by].map(([v, who]) => `${v} (${who.join(', ')})`).join(', ')}`;
+  };
+  return [
+    part('server', (m) => m.probe?.status?.version, 'unknown'),
+    part('cluster', (m) => m.probe?.status?.clusterVersion, 'unknown'),
+    part('storage', (m) => m.probe?.status?.storageVersion, 'not reported (etcd 3.6 and later report it)'),
+  ].join(' · ');
 }
 
 /** Members on different etcd minor versions (an upgrade or rollback under way, or one left behind). */

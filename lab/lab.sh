@@ -34,6 +34,16 @@
 #                      and unpacked with dpkg -x under $LAB_DIR/etcd/V, never installed.
 #                      A lab up on another version is recreated.
 #   up with LAB_KEY=rsa|ec  the etcd PKI's key type: RSA-2048 (kubeadm's default) or P-256
+#   up --layout L      how the cluster was formed (or env LAB_LAYOUT=L), recorded in $LAB_DIR/layout:
+#                      static (the default): every manifest lists all three members,
+#                      --initial-cluster-state=new, one --initial-cluster-token (a cluster
+#                      built by hand, as in the seed article);
+#                      kubeadm: as kubeadm init/join write them: node1 bootstraps alone
+#                      (--initial-cluster=node1 only, no state or token flags); node2 and
+#                      node3 are added as learners one at a time, their manifests list the
+#                      members known at their join with --initial-cluster-state=existing,
+#                      and each is promoted once in sync. A lab up in the other layout is recreated.
+#   layout             how the lab's cluster was formed (static or kubeadm)
 #   version            the lab's etcd version;  tools: the directory of the host-side
 #                      etcdctl/etcdutl that match it (put it first in PATH for the bot)
 #   stop-etcd N        move N's manifest to /etc/kubernetes/etcd.yaml.lab-stopped
@@ -289,9 +299,19 @@ fingerprint() { ssh-keygen -lf "$HOSTKEYS/$1/ssh_host_ed25519_key.pub" | awk '{p
 
 # ---------------------------------------------------------------- node files
 
-write_manifest() { # <node> <token> <file>
-  local n=$1 token=$2 f=$3 ip=${NODE_IP[$1]} m initial=()
-  for m in "${NODES[@]}"; do initial+=("$m=https://${NODE_IP[$m]}:2380"); done
+peer_url() { echo "https://${NODE_IP[$1]}:2380"; }
+
+# <node> <file> <initial-cluster> <state or ""> <token or "">: the static pod manifest.
+# An empty state or token leaves its flag out, as kubeadm init does.
+write_manifest() {
+  local n=$1 f=$2 initial=$3 state=$4 token=$5 ip=${NODE_IP[$1]} flags=""
+  [[ -n $state ]] && flags+=$'\n'"    - --initial-cluster-state=$state"
+  [[ -n $token ]] && flags+=$'\n'"    - --initial-cluster-token=$token"
+  # What kubeadm (1.28+) adds for etcd 3.5: the initial corruption check and progress notifications.
+  local extra=""
+  if [[ $(lab_layout) == kubeadm && $(lab_version) != "$SYSTEM_ETCD" ]]; then
+    extra=$'\n'"    - --experimental-initial-corrupt-check=true"$'\n'"    - --experimental-watch-progress-notify-interval=5s"
+  fi
   cat >"$f" <<EOF
 apiVersion: v1
 kind: Pod
@@ -311,11 +331,9 @@ spec:
     - --advertise-client-urls=https://$ip:2379
     - --cert-file=$PKI_IN_NODE/server.crt
     - --client-cert-auth=true
-    - --data-dir=/var/lib/etcd
+    - --data-dir=/var/lib/etcd$extra
     - --initial-advertise-peer-urls=https://$ip:2380
-    - --initial-cluster=$(IFS=,; echo "${initial[*]}")
-    - --initial-cluster-state=new
-    - --initial-cluster-token=$token
+    - --initial-cluster=$initial$flags
     - --key-file=$PKI_IN_NODE/server.key
     - --listen-client-urls=https://$ip:2379
     - --listen-metrics-urls=http://$ip:2381
@@ -413,7 +431,15 @@ create_node() { # <node> <token>
   cp /usr/share/base-files/dot.profile "$d/root/.profile" 2>/dev/null || cp /etc/skel/.profile "$d/root/.profile" 2>/dev/null || : >"$d/root/.profile"
   cp "$PKI/ca.crt" "$PKI/ca.key" "$PKI/$n"/*.crt "$PKI/$n"/*.key "$d/etc-kubernetes/pki/etcd/"
   chmod 600 "$d/etc-kubernetes/pki/etcd/"*.key
-  write_manifest "$n" "$2" "$d/etc-kubernetes/manifests/etcd.yaml"
+  # static: all three members, new, one token. kubeadm: node1 bootstraps alone; the others get
+  # their manifest when they join (join_member).
+  local m initial=()
+  if [[ $(lab_layout) == static ]]; then
+    for m in "${NODES[@]}"; do initial+=("$m=$(peer_url "$m")"); done
+    write_manifest "$n" "$d/etc-kubernetes/manifests/etcd.yaml" "$(IFS=,; echo "${initial[*]}")" new "$2"
+  elif [[ $n == "${NODES[0]}" ]]; then
+    write_manifest "$n" "$d/etc-kubernetes/manifests/etcd.yaml" "$n=$(peer_url "$n")" "" ""
+  fi
   write_sshd_config "$n"
 }
 
@@ -544,6 +570,16 @@ wanted_version() {
   echo "$v"
 }
 
+LAYOUT_FILE="$LAB_DIR/layout"
+wanted_layout() {
+  local l=${LAB_LAYOUT:-}
+  [[ -n $l ]] || l=$(cat "$LAYOUT_FILE" 2>/dev/null || true)
+  [[ -n $l ]] || l=static
+  [[ $l == static || $l == kubeadm ]] || die "layout '$l': use static or kubeadm"
+  echo "$l"
+}
+lab_layout() { cat "$LAYOUT_FILE" 2>/dev/null || echo static; }
+
 # The version this lab runs (recorded by up), 3.4 when none is.
 lab_version() { cat "$VERSION_FILE" 2>/dev/null || echo "$SYSTEM_ETCD"; }
 
@@ -611,7 +647,54 @@ cluster_healthy() {
   local members
   host_etcdctl --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1 || return 1
   members=$(host_etcdctl --dial-timeout=1s --command-timeout=2s member list -w simple 2>/dev/null) || return 1
-  [[ $(grep -c ', started, ' <<<"$members") == "${#NODES[@]}" ]]
+  [[ $(grep -c ', started, .*, false$' <<<"$members") == "${#NODES[@]}" ]]
+}
+
+# etcdctl against some nodes' endpoints only (the members that run so far).
+etcdctl_at() { # <node,node...> args...
+  local eps=() n ns; IFS=, read -ra ns <<<"$1"; shift
+  for n in "${ns[@]}"; do eps+=("https://${NODE_IP[$n]}:2379"); done
+  ETCDCTL_API=3 "$(bin_dir "$(lab_version)")/etcdctl" --endpoints="$(IFS=,; echo "${eps[*]}")" --cacert="$BOT_DIR/ca.crt" \
+    --cert="$BOT_DIR/etcd-client.crt" --key="$BOT_DIR/etcd-client.key" \
+    --dial-timeout=2s --command-timeout=5s "$@"
+}
+
+# Member id with peer URL $2, seen from nodes $1 ("" when there is none).
+member_id_at() { etcdctl_at "$1" member list -w simple 2>/dev/null | awk -F', ' -v u="$2" '$4 == u {print $1; exit}'; }
+
+members_healthy_at() { # <node,node...>: each endpoint healthy, each a started voter
+  local members count
+  etcdctl_at "$1" --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1 || return 1
+  members=$(etcdctl_at "$1" --dial-timeout=1s --command-timeout=2s member list -w simple 2>/dev/null) || return 1
+  count=$(tr ',' '\n' <<<"$1" | wc -l)
+  [[ $(grep -c ', started, .*, false$' <<<"$members") == "$count" && $(grep -c . <<<"$members") == "$count" ]]
+}
+
+add_learner() { # <joined,...> <node>: member add --learner (3.5 refuses until every voter has been connected for 5 s)
+  local out
+  [[ -n $(member_id_at "$1" "$(peer_url "$2")") ]] && return 0
+  out=$(etcdctl_at "$1" member add "$2" --learner --peer-urls="$(peer_url "$2")" 2>&1) && return 0
+  [[ $out == *"already exists"* ]]
+}
+
+promote_learner() { # <joined,...> <node>: retried while etcd says the learner is not in sync yet
+  local id
+  id=$(member_id_at "$1" "$(peer_url "$2")")
+  [[ -n $id ]] && etcdctl_at "$1" member promote "$id" >/dev/null 2>&1
+}
+
+# kubeadm join, for the control-plane node $2 with the nodes $1 already members: add it as a
+# learner, write its manifest with the members known now and `existing`, let it start and sync,
+# promote it.
+join_member() {
+  local joined=$1 n=$2 d m ms initial=()
+  d=$(nd "$n")
+  wait_until 30 "etcd to accept $n as a learner" add_learner "$joined" "$n" || die "member add $n was refused: $(etcdctl_at "$joined" member add "$n" --learner --peer-urls="$(peer_url "$n")" 2>&1 | tail -n1)"
+  IFS=, read -ra ms <<<"$joined,$n"
+  for m in "${ms[@]}"; do initial+=("$m=$(peer_url "$m")"); done
+  write_manifest "$n" "$d/etc-kubernetes/manifests/etcd.yaml" "$(IFS=,; echo "${initial[*]}")" existing ""
+  wait_until 30 "$n to sync and be promoted from learner" promote_learner "$joined" "$n" || die "$n's learner was not promoted"
+  wait_until 30 "$joined,$n to be healthy voters" members_healthy_at "$joined,$n" || die "$n joined but the members are not healthy"
 }
 
 all_etcd_running() {
@@ -633,15 +716,22 @@ cmd_up() {
     case "$1" in
       --etcd) [[ $# -ge 2 ]] || die "--etcd needs a version (3.4, 3.5.16, 3.5.30)"; LAB_ETCD=$2; shift 2 ;;
       --etcd=*) LAB_ETCD=${1#--etcd=}; shift ;;
-      *) die "up: unknown option '$1' (up [--etcd VERSION])" ;;
+      --layout) [[ $# -ge 2 ]] || die "--layout needs static or kubeadm"; LAB_LAYOUT=$2; shift 2 ;;
+      --layout=*) LAB_LAYOUT=${1#--layout=}; shift ;;
+      *) die "up: unknown option '$1' (up [--etcd VERSION] [--layout static|kubeadm])" ;;
     esac
   done
   require_root; require_tools; lock
-  local t0=$SECONDS version
+  local t0=$SECONDS version layout
   version=$(wanted_version)
+  layout=$(wanted_layout)
   fetch_etcd "$version"
   if [[ -d $LAB_DIR/nodes && $(lab_version) != "$version" ]]; then
     log "the lab runs etcd $(lab_version), etcd $version was asked for: recreating it"
+    do_down
+  fi
+  if [[ -d $LAB_DIR/nodes && $(lab_layout) != "$layout" ]]; then
+    log "the lab was formed $(lab_layout), $layout was asked for: recreating it"
     do_down
   fi
   if [[ -d $LAB_DIR/nodes && -n $(pki_key_type) && $(pki_key_type) != "$LAB_KEY" ]]; then
@@ -663,6 +753,7 @@ cmd_up() {
   ensure_keys
   check_ports_free
   echo "$version" >"$VERSION_FILE"
+  echo "$layout" >"$LAYOUT_FILE"
   local token n
   token="etcd-medic-lab-$(date +%s)"
   for n in "${NODES[@]}"; do create_node "$n" "$token"; done
@@ -670,6 +761,11 @@ cmd_up() {
   write_config
   for n in "${NODES[@]}"; do launch_node "$n"; done
   for n in "${NODES[@]}"; do wait_node_ready "$n"; done
+  if [[ $layout == kubeadm ]]; then
+    local joined=${NODES[0]}
+    wait_until "$UP_DEADLINE" "$joined to bootstrap the cluster alone" members_healthy_at "$joined" || die "$joined did not bootstrap (state kept in $LAB_DIR; 'lab.sh down' cleans up)"
+    for n in "${NODES[@]:1}"; do join_member "$joined" "$n"; joined+=",$n"; done
+  fi
   if ! wait_until "$UP_DEADLINE" "3 healthy etcd members" cluster_healthy; then
     host_etcdctl endpoint health >&2 2>&1 || true
     for n in "${NODES[@]}"; do
@@ -678,7 +774,7 @@ cmd_up() {
     done
     die "the lab cluster did not become healthy (state kept in $LAB_DIR for inspection; 'lab.sh down' cleans up)"
   fi
-  log "lab up in $((SECONDS - t0))s on etcd $(etcd_full_version): $(endpoints)"
+  log "lab up in $((SECONDS - t0))s on etcd $(etcd_full_version), formed $layout: $(endpoints)"
   echo "$CONFIG"
 }
 
@@ -687,7 +783,7 @@ do_down() {
   # The data goes too: no need to be gentle.
   for n in "${NODES[@]}"; do stop_node_procs "$n" hard; done
   kill_orphans
-  rm -rf "$LAB_DIR/nodes" "$CONFIG" "$KNOWN_HOSTS" "$VERSION_FILE"
+  rm -rf "$LAB_DIR/nodes" "$CONFIG" "$KNOWN_HOSTS" "$VERSION_FILE" "$LAYOUT_FILE"
 }
 
 cmd_down() {
@@ -843,6 +939,7 @@ main() {
   case "$cmd" in
     up) cmd_up "$@" ;;
     version) lab_version ;;
+    layout) lab_layout ;;
     tools) bin_dir "$(lab_version)" ;;
     down) cmd_down ;;
     purge) cmd_purge ;;

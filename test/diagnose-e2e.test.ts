@@ -6,7 +6,7 @@
  */
 import { createSnapshotStore } from '../src/snapshot/store';
 import { newestVerified } from '../src/snapshot/retention';
-import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, LAB_BOT_CERT, LAB_ENDPOINTS, labFresh, labNode, labSh, pollUntil, run, waitLabHealthy, ensureLabHealthy } from './support/lab';
+import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, LAB_BOT_CERT, LAB_ENDPOINTS, labFresh, labNode, labSh, pollUntil, run, waitLabHealthy, ensureLabHealthy, LAB_LAYOUT } from './support/lab';
 import { Harness, startHarness, TEST_SNAPSHOT_DIR } from './support/harness';
 
 jest.setTimeout(240_000);
@@ -81,15 +81,20 @@ describe('/etcd diagnose lab', () => {
     }
   });
 
-  it('a member whose data was wiped: the crash loop\'s "has already been bootstrapped" from its log, replace-member', async () => {
+  it('a member whose data was wiped: the crash loop\'s "has already been bootstrapped" (static) or raft\'s "tocommit out of range" (kubeadm) from its log, replace-member', async () => {
     try {
-      // node3's manifest as lab.sh writes it (--initial-cluster-state=new): an earlier suite
-      // may have rebuilt node3 with "existing", and then etcd logs a different crash.
+      // node3's manifest as lab.sh writes it: static `new`, kubeadm `existing` (joined). An
+      // earlier suite may have rebuilt node3 otherwise, and then etcd logs a different crash.
       await labFresh();
       await labSh('wipe-data', 'node3');
       const text = await diagnoseUntil(['member-data-wiped']);
       expect(text).toMatch(/node3's data was wiped: its member \([0-9a-f]+\) is still in the cluster/);
-      expect(text).toMatch(/node3: \S+ F discovery failed error=member [0-9a-f]+ has already been bootstrapped/);
+      if (LAB_LAYOUT === 'static') {
+        expect(text).toMatch(/node3: \S+ F discovery failed error=member [0-9a-f]+ has already been bootstrapped/);
+      } else {
+        expect(text).toMatch(/node3: .*tocommit\(\d+\) is out of range \[lastIndex\(0\)\]/);
+        expect(text).toContain("the leader's commit index is beyond node3's empty raft log: its WAL was lost");
+      }
       expect(text).toContain('/etcd replace-member lab node3');
     } finally {
       await healLab(0);
@@ -135,7 +140,10 @@ describe('/etcd diagnose lab', () => {
     try {
       await labSh('stop-etcd', 'node3');
       await labSh('exec', 'node3', '--', 'rm', '-rf', '/var/lib/etcd/member');
-      await labSh('exec', 'node3', '--', 'sed', '-i', 's/--initial-cluster-token=.*/--initial-cluster-token=another-cluster/', '/etc/kubernetes/etcd.yaml.lab-stopped');
+      // Bootstrapped anew under another token, whichever way the lab formed node3 (static: `new`
+      // with the lab's token; kubeadm: joined `existing`, no token).
+      await labSh('exec', 'node3', '--', 'sed', '-i', '-e', '/--initial-cluster-state=/d', '-e', '/--initial-cluster-token=/d',
+        '-e', 's/^    - --initial-cluster=.*$/&\\n    - --initial-cluster-state=new\\n    - --initial-cluster-token=another-cluster/', '/etc/kubernetes/etcd.yaml.lab-stopped');
       await labSh('start-etcd', 'node3');
       const text = await diagnoseUntil(['cluster-id-mismatch']);
       expect(text).toMatch(/node3 is on another cluster \(different cluster ID\)/);
@@ -153,7 +161,7 @@ describe('/etcd diagnose lab', () => {
       await labSh('stop-node', 'node2');
       await labSh('stop-node', 'node3');
       await labSh('stop-etcd', 'node1');
-      await labSh('exec', 'node1', '--', 'sed', '-i', 's/^    - --initial-cluster-state=new$/&\\n    - --force-new-cluster/', '/etc/kubernetes/etcd.yaml.lab-stopped');
+      await labSh('exec', 'node1', '--', 'sed', '-i', 's/^    - --data-dir=\\/var\\/lib\\/etcd$/&\\n    - --force-new-cluster/', '/etc/kubernetes/etcd.yaml.lab-stopped');
       await labSh('start-etcd', 'node1');
       await pollUntil('node1 alone and healthy', async () => (await endpointHealth([labNode('node1').clientUrl]))[labNode('node1').clientUrl], 60_000, 500);
       await labSh('start-node', 'node2');

@@ -12,7 +12,7 @@
  * per fault. FAULTS_RUNBOOK=<name> and FAULTS_ONLY=<fault> narrow it. A table of the results is printed.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis, { Redis } from 'ioredis';
@@ -238,8 +238,13 @@ describe('fault suite', () => {
     try {
       await runScenario(rb, fault, k, cell);
       cell.survived = true;
+    } catch (e) {
+      cell.notes = `${cell.notes ? `${cell.notes}; ` : ''}${String(e instanceof Error ? e.message : e).split('\n').slice(0, 3).join(' ').slice(0, 400)}`;
+      throw e;
     } finally {
       cell.seconds = Math.round((Date.now() - started) / 1000);
+      // FAULTS_LOG=file: each cell's row as soon as it is known (a long row stopped half-way keeps what ran).
+      if (process.env.FAULTS_LOG) appendFileSync(process.env.FAULTS_LOG, `${rowOf(cell)}\n`);
     }
   });
 
@@ -381,9 +386,13 @@ async function waitExit(pid: number): Promise<void> {
   await pollUntil(`process ${pid} to exit`, () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 30_000, 50);
 }
 
+function rowOf(c: Cell): string {
+  return `| ${c.runbook} | ${c.fault} | ${c.step} | ${c.survived ? 'survived' : 'NOT survived'} | ${c.seconds} s | ${c.notes || '-'} |`;
+}
+
 function printTable(cells: Cell[]): void {
   if (!cells.length) return;
-  const rows = cells.map((c) => `| ${c.runbook} | ${c.fault} | ${c.step} | ${c.survived ? 'survived' : 'NOT survived'} | ${c.seconds} s | ${c.notes || '-'} |`);
+  const rows = cells.map(rowOf);
   const ok = cells.filter((c) => c.survived).length;
   // eslint-disable-next-line no-console
   console.log([

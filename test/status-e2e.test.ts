@@ -3,7 +3,7 @@
  * BullMQ worker on a real Redis, SSH into the lab's sshd, the etcd API through tunnels,
  * and the message read back from the fake Slack Web API.
  */
-import { labSh, memberIdsByName, leaderName, waitLabHealthy, ensureLabHealthy, hostEtcdctl, labFresh, LAB_NODES, pollUntil, endpointHealth } from './support/lab';
+import { labSh, memberIdsByName, leaderName, waitLabHealthy, ensureLabHealthy, hostEtcdctl, labFresh, LAB_NODES, pollUntil, endpointHealth, wipeAllData, LAB_LAYOUT, LAB_ETCD } from './support/lab';
 import { startHarness, Harness, LAB_CHANNEL, blocksText } from './support/harness';
 import { click, threadText, waitPlanMessage } from './support/plans';
 
@@ -39,6 +39,10 @@ describe('/etcd status lab', () => {
       expect(rowOf(shown, leader)).toMatch(/\bleader\b/);
       for (const other of Object.keys(ids).filter((n) => n !== leader)) expect(rowOf(shown, other)).toMatch(/\bfollower\b/);
       expect(shown).toContain('healthy: 3/3 voting members healthy, quorum holds (needs 2), 1 failure tolerable');
+      // Versions from each member's /version: the lab's etcd, its cluster version (3.4 and 3.5
+      // keep no storage version).
+      const minor = LAB_ETCD.split('.').slice(0, 2).join('\\.');
+      expect(shown).toMatch(new RegExp(`server ${minor}\\.\\d+ · cluster ${minor}\\.0 · storage not reported`));
       // Each member's DB against its quota, read from its own /metrics (etcd's default 2 GiB).
       for (const name of Object.keys(ids)) expect(rowOf(shown, name)).toMatch(/ \/ 2\.0 GiB \d+%/);
     }
@@ -90,10 +94,10 @@ describe('/etcd status lab', () => {
     await h.slash('status lab');
     expect((await h.nextMessage(/etcd status — lab/)).blocks).toContain('healthy: 3/3 voting members healthy');
     try {
-      // Every node's data dir emptied; kubelet starts etcd again from the same manifests:
-      // a brand-new, empty cluster under the same member ids.
-      for (const n of LAB_NODES) await labSh('wipe-data', n.name);
-      await pollUntil('the wiped members to form a cluster again', async () => Object.values(await endpointHealth()).every(Boolean), 90_000, 500);
+      // Every node's data dir emptied; kubelet starts etcd again from the same manifests. static:
+      // a brand-new, empty cluster under the same member ids; kubeadm: node1 bootstraps an empty
+      // cluster of one, the joined nodes crash-loop.
+      const outcome = await wipeAllData();
       expect(await hostEtcdctl(['get', '--prefix', '/medic-test/vanish/', '--keys-only'])).toBe('');
 
       await h.slash('status lab');
@@ -122,9 +126,40 @@ describe('/etcd status lab', () => {
       await h.fake.waitFor(() => /done: all 1 steps ran/.test(threadText(h, plan.ts)) || undefined, 60_000);
       expect(threadText(h, plan.ts)).toMatch(/step 1\/1: bot\.forgetMemory .*forgot what the bot had seen of lab/);
       await h.slash('status lab');
-      expect((await h.nextMessage(/etcd status — lab/)).blocks).toContain('healthy: 3/3 voting members healthy');
+      const fresh = (await h.nextMessage(/etcd status — lab/)).blocks;
+      if (outcome === 'three') {
+        expect(fresh).toContain('healthy: 3/3 voting members healthy');
+      } else {
+        // kubeadm: the cluster node1 bootstrapped alone; the joined nodes are to be added back.
+        expect(fresh).toContain('degraded: 1/1 voting members healthy');
+        for (const n of ['node2', 'node3']) {
+          expect(fresh).toContain(`${n} is configured but is not a member of the cluster`);
+          expect(fresh).toContain(`/etcd add-member lab ${n}`);
+        }
+      }
     } finally {
       await labFresh();
+    }
+  });
+
+  it('the lab as `up` forms it: manifests written as the layout says (what the runbooks above edited)', async () => {
+    // Runs after the wipe test's fresh lab.
+    await waitLabHealthy();
+    // The manifests the lab formed the cluster with (what the runbooks then edit).
+    const manifest = async (n: string) => labSh('exec', n, '--', 'cat', '/etc/kubernetes/manifests/etcd.yaml');
+    const peer = (n: string) => `${n}=${LAB_NODES.find((x) => x.name === n)!.peerUrl}`;
+    if (LAB_LAYOUT === 'kubeadm') {
+      // As kubeadm init and join write them: node1 bootstrapped alone, without state or token
+      // flags; node2 and node3 joined `existing`, each listing the members known at its join.
+      const m1 = await manifest('node1');
+      expect(m1).toContain(`- --initial-cluster=${peer('node1')}\n`);
+      expect(m1).not.toMatch(/initial-cluster-state|initial-cluster-token/);
+      expect(await manifest('node2')).toContain(`- --initial-cluster=${peer('node1')},${peer('node2')}\n    - --initial-cluster-state=existing\n`);
+      expect(await manifest('node3')).toContain(`- --initial-cluster=${peer('node1')},${peer('node2')},${peer('node3')}\n    - --initial-cluster-state=existing\n`);
+    } else {
+      for (const n of ['node1', 'node2', 'node3']) {
+        expect(await manifest(n)).toContain(`- --initial-cluster=${['node1', 'node2', 'node3'].map(peer).join(',')}\n    - --initial-cluster-state=new\n`);
+      }
     }
   });
 });

@@ -35,4 +35,17 @@ describe('status report', () => {
     const same = report({}, (snap) => { snap.probes[0].status!.version = '3.5.16'; snap.probes[1].status!.version = '3.5.30'; });
     expect(same.notes!.join('\n')).not.toMatch(/minor versions/);
   });
+
+  it('shows server, cluster and storage versions, and who says what when members differ', () => {
+    const field = (r: ReturnType<typeof report>) => r.fields!.find((f) => f.label === 'Versions')!.value;
+    const same = report({}, (snap) => { for (const p of snap.probes) Object.assign(p.status!, { version: '3.5.30', clusterVersion: '3.5.0' }); });
+    expect(field(same)).toBe('server 3.5.30 · cluster 3.5.0 · storage not reported (etcd 3.6 and later report it)');
+    const upgrading = report({}, (snap) => {
+      Object.assign(snap.probes[0].status!, { version: '3.6.5', clusterVersion: '3.5.0', storageVersion: '3.5.0' });
+      for (const p of snap.probes.slice(1)) Object.assign(p.status!, { version: '3.5.30', clusterVersion: '3.5.0' });
+    });
+    expect(field(upgrading)).toBe('server 3.6.5 (node1), 3.5.30 (node2, node3) · cluster 3.5.0 · storage 3.5.0');
+    const unknown = report({}, (snap) => { for (const p of snap.probes) p.status!.clusterVersion = undefined; });
+    expect(field(unknown)).toMatch(/cluster unknown/);
+  });
 });

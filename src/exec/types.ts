@@ -30,6 +30,10 @@ export interface EndpointStatus {
   clusterId?: string;
   /** Its backend quota (--quota-backend-bytes), from its /metrics; undefined when it did not say. */
   quotaBytes?: number;
+  /** The cluster version this member runs at (its /version `etcdcluster`, e.g. 3.5.0). */
+  clusterVersion?: string;
+  /** The storage version of its data (its /version `storage`: etcd 3.6 and later only). */
+  storageVersion?: string;
 }
 
 export interface Alarm {

@@ -15,6 +15,12 @@ export const LAB_DIR = (process.env.LAB_DIR || '/var/lib/etcd-medic-lab').replac
 export const LAB_SSH_PORT = Number(process.env.LAB_SSH_PORT || 2222);
 /** The etcd version the lab runs (lab.sh up --etcd): 3.4 (Debian's) unless LAB_ETCD says otherwise. */
 export const LAB_ETCD = process.env.LAB_ETCD || '3.4';
+/**
+ * How the lab's cluster was formed (lab.sh up --layout): `static` (every manifest lists all three
+ * members, `new`) unless LAB_LAYOUT=kubeadm (node1 bootstrapped alone, the others joined as
+ * kubeadm join does: `existing`, with the members known at their join).
+ */
+export const LAB_LAYOUT: 'static' | 'kubeadm' = process.env.LAB_LAYOUT === 'kubeadm' ? 'kubeadm' : 'static';
 /** The nodes' network: node1..3 are .11-.13 of it (lab.sh's LAB_NET). */
 export const LAB_NET = process.env.LAB_NET || '127.10.0';
 
@@ -88,7 +94,7 @@ export async function labSh(...args: string[]): Promise<string> {
 
 /** A healthy lab (keeps the current one when it is healthy). Returns the clusters.yaml path. */
 export async function labUp(): Promise<string> {
-  await labSh('up', '--etcd', LAB_ETCD);
+  await labSh('up', '--etcd', LAB_ETCD, '--layout', LAB_LAYOUT);
   return labConfigPath();
 }
 
@@ -253,6 +259,28 @@ export async function waitLabHealthy(timeoutMs = 60_000): Promise<void> {
 }
 
 /**
+ * Every node's data dir emptied at once (etcd stopped on all three first, then started again
+ * node1 first): what the cluster then does is decided by the manifests in place, deterministically.
+ * All three `new` with all three listed (lab.sh's static layout, or what a restore writes): a
+ * brand-new, empty 3-member cluster ('three'). node1 `new` listing only itself (kubeadm's
+ * layout): node1 bootstraps an empty 1-member cluster; node2 and node3 (`existing`) find a
+ * cluster that doesn't list them ("member count is unequal") and crash-loop ('node1 alone').
+ */
+export async function wipeAllData(): Promise<'three' | 'node1 alone'> {
+  for (const n of LAB_NODES) await labSh('stop-etcd', n.name);
+  for (const n of LAB_NODES) await labSh('wipe-data', n.name);
+  const node1 = [labNode('node1').clientUrl];
+  const settled = await pollUntil('the wiped lab to settle (3 new members, or node1 alone)', async () => {
+    if ((await endpointHealth(node1))[node1[0]] !== true) return undefined;
+    const members = await memberList(node1);
+    if (members.length === 1) return 'node1 alone' as const;
+    if (members.length === 3 && members.every((m) => m.status === 'started') && Object.values(await endpointHealth()).every(Boolean)) return 'three' as const;
+    return undefined;
+  }, 90_000, 500);
+  return settled!;
+}
+
+/**
  * What every lab suite starts from (issue 8, item 10): three healthy voting members, no
  * learner. Whatever an earlier suite (or a failed test) left behind is mended: `lab.sh up`
  * brings back stopped nodes and manifests; a lab that still isn't healthy is rebuilt fresh.
@@ -263,7 +291,7 @@ export async function ensureLabHealthy(): Promise<void> {
     return members.length === LAB_NODES.length && members.every((m) => m.status === 'started' && m.name && !m.isLearner)
       && Object.values(await endpointHealth()).every(Boolean);
   };
-  await labSh('up', '--etcd', LAB_ETCD);
+  await labSh('up', '--etcd', LAB_ETCD, '--layout', LAB_LAYOUT);
   try {
     await pollUntil('a healthy lab (3 voters, no learner)', healthy, 30_000, 500);
   } catch {
