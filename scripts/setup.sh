@@ -13,6 +13,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v openssl >/dev/null     || need+=(openssl)
 command -v nsenter >/dev/null     || need+=(util-linux)
 command -v pgrep >/dev/null       || need+=(procps)
+command -v prometheus >/dev/null  || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

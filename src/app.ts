@@ -25,6 +25,8 @@ import { createSnapshotStore } from './snapshot/store';
 import type { ChatSurface } from './engine/types';
 import { groupIdsIn } from './adapters/slack/groups';
 import { scheduleSnapshots } from './queue/scheduler';
+import { createMetrics, type MedicMetrics, type PromMetrics } from './metrics/metrics';
+import { startOpsServer } from './metrics/ops-server';
 
 export interface MedicOptions {
   config: MedicConfig;
@@ -64,6 +66,11 @@ export interface MedicOptions {
   requestLimit?: RequestLimitOptions | false;
   /** On stop (SIGTERM), how long a running step may go on before it is aborted and handed over. @defaultValue 20000 */
   shutdownGraceMs?: number;
+  /**
+   * Serve /metrics, /healthz and /readyz on this port (0: any free one, see `opsUrl`).
+   * @defaultValue not served (the metrics are still kept, in `metrics`)
+   */
+  ops?: { port: number; host?: string };
 }
 
 export interface Medic {
@@ -75,11 +82,15 @@ export interface Medic {
   worker?: JobWorker;
   /** The Slack HTTP endpoint (…/slack/events), when serving Slack over HTTP. */
   slackUrl?: string;
+  /** This process's counters and timings (Prometheus). */
+  metrics: PromMetrics;
+  /** Where /metrics, /healthz and /readyz are served, when `ops` was given. */
+  opsUrl?: string;
   stop(): Promise<void>;
 }
 
 /** One SSH pool per probe: connections are reused within the job and closed at its end. */
-export function createProbe(sshKey: Buffer) {
+export function createProbe(sshKey: Buffer, metrics?: MedicMetrics) {
   return async (cluster: ClusterConfig) => {
     const ssh = createSshPool({
       privateKey: sshKey,
@@ -87,7 +98,7 @@ export function createProbe(sshKey: Buffer) {
       commandTimeoutMs: cluster.ssh.commandTimeoutMs,
     });
     try {
-      return await probeCluster(cluster, { ssh });
+      return await probeCluster(cluster, { ssh, onNode: (node, reachable, ms) => metrics?.probeNode(cluster.name, node, reachable, ms / 1000) });
     } finally {
       await ssh.closeAll();
     }
@@ -98,6 +109,9 @@ export function createProbe(sshKey: Buffer) {
 export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const commands = opts.commands ?? allCommands;
   const queue = createJobQueue({ redisUrl: opts.redisUrl, name: opts.queueName });
+  const metrics = createMetrics({
+    queueDepth: () => queue.queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed') as Promise<Record<string, number>>,
+  });
   // Approvals, locks and the audit trail: shared by every process through Redis. Commands
   // fail after one retry instead of queueing forever while Redis is down.
   const state = new IORedis(opts.redisUrl, {
@@ -116,7 +130,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const approvals = createApprovalStore(state);
   const locks = createClusterLocks(state, opts.clusterLeaseMs ?? 30000);
   const surfaces: Partial<Record<'slack' | 'console', ChatSurface>> = {};
-  const rawProbe = opts.sshKey ? createProbe(opts.sshKey) : async () => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); };
+  const rawProbe = opts.sshKey ? createProbe(opts.sshKey, metrics) : async () => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); };
   // One memory per deployment (its queue): what the bot has seen of each cluster.
   const memory = createClusterMemory(state, opts.queueName ?? 'etcd-medic');
   // Every probe notes the highest revision seen (a restore bumps past it) and is compared
@@ -124,11 +138,13 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const probe = async (cluster: ClusterConfig) => {
     const snap = await rawProbe(cluster);
     void approvals.noteRevision(cluster.name, maxRevision(snap.probes.map((p) => p.status?.revision ?? '0'))).catch(() => undefined);
-    const seen = await memory.observe(snap, summarize(cluster, snap)).catch((e: unknown) => {
+    const summary = summarize(cluster, snap);
+    const seen = await memory.observe(snap, summary).catch((e: unknown) => {
       opts.log.warn({ cluster: cluster.name, error: String(e) }, 'could not compare the probe with the cluster memory (Redis?)');
       return undefined;
     });
     if (seen) snap.memory = seen;
+    metrics.verdict(cluster.name, seen?.findings.length ? 'data-lost' : summary.verdict);
     return snap;
   };
   const sshKey = opts.sshKey;
@@ -142,16 +158,17 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     } : undefined,
     log: (msg, extra) => opts.log.warn(extra ?? {}, msg),
     anchor,
+    metrics,
   });
   const limiter = opts.requestLimit === false ? undefined : createRequestLimiter(state, { prefix: opts.queueName ?? 'etcd-medic', ...opts.requestLimit });
-  const engine = new Engine({ config: opts.config, commands, queue, decide: (d) => workflow.decide(d), limiter });
+  const engine = new Engine({ config: opts.config, commands, queue, decide: (d) => workflow.decide(d), limiter, metrics });
   const notifiers: Partial<Record<'slack' | 'console', Notifier>> = {};
   const stops: Array<() => Promise<void>> = [];
   let slackUrl: string | undefined;
 
   if (opts.slack && !opts.slack.serve) {
     const web = createSlackWebNotifier({
-      botToken: opts.slack.botToken, slackApiUrl: opts.slack.apiUrl, webClientRetries: opts.slack.webClientRetries, logger: opts.log,
+      botToken: opts.slack.botToken, slackApiUrl: opts.slack.apiUrl, webClientRetries: opts.slack.webClientRetries, logger: opts.log, metrics,
     });
     notifiers.slack = web;
     surfaces.slack = web.surface;
@@ -167,6 +184,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
       webClientRetries: opts.slack.webClientRetries,
       logger: opts.log,
       groupIds: groupIdsIn(opts.config),
+      metrics,
     });
     notifiers.slack = slack.notifier;
     surfaces.slack = slack.surface;
@@ -201,7 +219,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     });
     worker = createJobWorker({
       redisUrl: opts.redisUrl, runner, workflow, notifiers, name: opts.queueName, lockDurationMs: opts.lockDurationMs,
-      log: (msg, extra) => opts.log.warn(extra ?? {}, msg),
+      log: (msg, extra) => opts.log.warn(extra ?? {}, msg), metrics,
     });
     // Every worker sets the same schedules from the same config (upserts are idempotent).
     void scheduleSnapshots(queue.queue, opts.config).then(
@@ -215,8 +233,26 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
       await worker!.close();
     });
   }
+  let opsUrl: string | undefined;
+  let closeOps: (() => Promise<void>) | undefined;
+  if (opts.ops) {
+    const w = worker;
+    const ops = await startOpsServer({
+      metrics, port: opts.ops.port, host: opts.ops.host,
+      checks: [
+        { name: 'redis', check: async () => ((await state.ping()) === 'PONG' ? undefined : 'Redis did not answer PONG') },
+        { name: 'config', check: async () => (opts.config.clusters.length ? undefined : 'no clusters configured') },
+        ...(w ? [{ name: 'worker', check: async () => (w.worker.isRunning() ? undefined : 'the worker is not taking jobs') }] : []),
+      ],
+    });
+    opsUrl = ops.url;
+    opts.log.info({ url: opsUrl }, 'metrics and health endpoints started');
+    closeOps = () => ops.close();
+  }
   stops.push(() => queue.close());
   stops.push(async () => { state.disconnect(); });
+  // Last: /healthz answers until the process has stopped everything else.
+  if (closeOps) stops.push(closeOps);
 
   return {
     engine,
@@ -225,6 +261,8 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     state,
     worker,
     slackUrl,
+    metrics,
+    opsUrl,
     async stop() {
       for (const s of stops) {
         try { await s(); } catch (e) { opts.log.warn({ error: String(e) }, 'error while stopping'); }

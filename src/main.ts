@@ -54,8 +54,9 @@ async function main(): Promise<void> {
     // Console plans get their own ids: their queue counts jobs separately from Slack's.
     planIdPrefix: role === 'console' ? 'c' : '',
     audit: settings.audit,
+    ops: settings.ops,
   });
-  log.info({ role, clusters: config.clusters.map((c) => c.name), redis: safeRedisUrl(settings.redisUrl) }, 'etcd-medic started');
+  log.info({ role, clusters: config.clusters.map((c) => c.name), redis: safeRedisUrl(settings.redisUrl), metrics: medic.opsUrl }, 'etcd-medic started');
 
   let stopping = false;
   const stop = async (why: string) => {

@@ -29,6 +29,8 @@ export interface Settings {
   /** On SIGTERM, how long a running step may go on before it is aborted and the plan handed over. */
   shutdownGraceMs: number;
   audit: { key: string; hmacKey?: Buffer; anchorFile?: string };
+  /** MEDIC_METRICS_PORT (and MEDIC_METRICS_HOST, default 0.0.0.0): /metrics, /healthz, /readyz; unset: not served. */
+  ops?: { port: number; host: string };
 }
 
 /**
@@ -76,6 +78,16 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const port = Number(env.PORT ?? 3000);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new MedicError('CONFIG_INVALID', `PORT=${env.PORT}: not a port number`);
 
+  let ops: Settings['ops'];
+  if (env.MEDIC_METRICS_PORT !== undefined && env.MEDIC_METRICS_PORT !== '') {
+    const p = Number(env.MEDIC_METRICS_PORT);
+    if (!Number.isInteger(p) || p < 0 || p > 65535) throw new MedicError('CONFIG_INVALID', `MEDIC_METRICS_PORT=${env.MEDIC_METRICS_PORT}: not a port number`);
+    if (p !== 0 && p === port && (role === 'all' || role === 'web')) {
+      throw new MedicError('CONFIG_INVALID', `MEDIC_METRICS_PORT=${p} is PORT, where Slack requests are served: pick another port for /metrics`);
+    }
+    ops = { port: p, host: env.MEDIC_METRICS_HOST || '0.0.0.0' };
+  }
+
   const key = secret(env, 'MEDIC_SSH_KEY', { trim: false });
   const sshKey = key === undefined ? undefined : Buffer.from(key);
   if (role !== 'web' && !sshKey) {
@@ -100,6 +112,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     shutdownGraceMs: intIn(env, 'MEDIC_SHUTDOWN_GRACE_MS', 20000, 0, 600000),
     requestLimit: intIn(env, 'MEDIC_REQUEST_LIMIT', 20, 0, 100000),
     audit: auditOptionsFromEnv(env),
+    ops,
   };
 }
 

@@ -6,6 +6,7 @@ import { describeError, ErrorCode, isMedicError, MedicError } from './errors';
 import { parseInvocation } from './parse';
 import { checkRequest } from './policy';
 import type { Decision, DecisionResult, EngineApi, Invocation, JobRequest, Origin, Prepared, Submitted } from './types';
+import type { MedicMetrics } from '../metrics/metrics';
 
 /** Whatever carries jobs to workers (BullMQ in production). */
 export interface JobSink {
@@ -132,6 +133,8 @@ export interface EngineOptions {
    * a cancel must always get through. @defaultValue no limit
    */
   limiter?: RequestLimiter;
+  /** Where requests are counted by command and outcome. @defaultValue not counted */
+  metrics?: MedicMetrics;
 }
 
 /**
@@ -142,6 +145,21 @@ export class Engine implements EngineApi {
   constructor(private readonly opts: EngineOptions) {}
 
   prepare(inv: Invocation): Prepared {
+    const prepared = this.prepareUncounted(inv);
+    const m = this.opts.metrics;
+    // Jobs are counted when queued (or refused by the limit), decisions when decided.
+    if (m && prepared.kind === 'reply') m.request(this.commandOf(inv), 'replied');
+    if (m && prepared.kind === 'rejected') m.request(this.commandOf(inv), 'refused');
+    return prepared;
+  }
+
+  /** The command a request names, when it names one of ours (a bounded label), else '-'. */
+  private commandOf(inv: Invocation): string {
+    const word = inv.text.trim().split(/\s+/)[0] ?? '';
+    return this.opts.commands.some((c) => c.id === word) ? word : '-';
+  }
+
+  private prepareUncounted(inv: Invocation): Prepared {
     try {
       const { command, args, cluster } = parseInvocation(inv.text, this.opts.commands, this.opts.config);
       if (command.reply) {
@@ -171,13 +189,20 @@ export class Engine implements EngineApi {
   /** Throws MedicError('RATE_LIMITED') when the requester is over the limit; nothing is queued then. */
   async enqueue(job: JobRequest): Promise<string> {
     // Executions are the workflow's, queued after approval: never held back here.
+    const count = (outcome: string) => { if (job.phase !== 'execute') this.opts.metrics?.request(job.command, outcome); };
     if (this.opts.limiter && job.phase !== 'execute') {
-      const v = await this.opts.limiter.take(job.origin);
-      if (!v.ok) throw new MedicError(RATE_LIMITED, rateLimitMessage(v), true);
+      const v = await this.opts.limiter.take(job.origin).catch((e: unknown) => { count('queue-unavailable'); throw e; });
+      if (!v.ok) {
+        count('rate-limited');
+        throw new MedicError(RATE_LIMITED, rateLimitMessage(v), true);
+      }
     }
     try {
-      return await this.opts.queue.add(job);
+      const id = await this.opts.queue.add(job);
+      count('queued');
+      return id;
     } catch (e) {
+      count('queue-unavailable');
       if (isMedicError(e)) throw e;
       throw new MedicError('QUEUE_UNAVAILABLE', `could not queue ${job.command}: ${describeError(e)}`, true, { cause: e });
     }
@@ -186,8 +211,11 @@ export class Engine implements EngineApi {
   async decide(d: Decision): Promise<DecisionResult> {
     if (!this.opts.decide) return { ok: false, text: 'this process can\'t record decisions (no Redis connection for approvals)' };
     try {
-      return await this.opts.decide(d);
+      const r = await this.opts.decide(d);
+      this.opts.metrics?.request(d.action, r.ok ? 'decided' : 'refused');
+      return r;
     } catch (e) {
+      this.opts.metrics?.request(d.action, 'error');
       return { ok: false, text: `could not record your ${d.action} of plan ${d.planId}: ${describeError(e)}. Nothing changed; try again` };
     }
   }

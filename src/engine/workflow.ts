@@ -24,6 +24,7 @@ import { summarize } from './status-summary';
 import type { ChatSurface, Decision, DecisionResult, ExecCheckpoint, JobRequest, Origin } from './types';
 import type { ActionContext, StepOutcome } from '../actions/actions';
 import type { CommandRecord, Fence } from '../actions/context';
+import type { MedicMetrics } from '../metrics/metrics';
 
 /** What one execution needs from the outside world, opened per job. */
 export interface ExecutionResources {
@@ -71,6 +72,8 @@ export interface WorkflowDeps {
   planIdPrefix?: string;
   /** Name of the queue planning jobs come from: with the job id, it keys the plan id. @defaultValue 'queue' */
   queueName?: string;
+  /** Where steps, plan outcomes, approval waits and lost leases are counted. @defaultValue not counted */
+  metrics?: MedicMetrics;
 }
 
 /**
@@ -288,6 +291,7 @@ export function createWorkflow(deps: WorkflowDeps) {
           await audit('approval.granted', rec.cluster, rec.id, user, { count: r.count, required: Math.max(rec.required, 1), hash: rec.hash, ...identityOf(d.origin) }).catch(() => undefined);
           let executeJobId: string | undefined;
           if (r.kind === 'approved') {
+            deps.metrics?.approvalWait(rec.command, Math.max(0, (now().getTime() - Date.parse(rec.createdAt)) / 1000));
             try {
               executeJobId = await startExecution(rec);
             } catch (e) {
@@ -437,6 +441,7 @@ export function createWorkflow(deps: WorkflowDeps) {
           fresh = await computePlan(command, cluster, rec.plan.args);
         } catch (e) {
           await deps.approvals.transition(rec.id, ['running'], 'failed');
+          deps.metrics?.job(rec.command, 'refused');
           await audit('job.failed', cluster.name, rec.id, 'bot', { reason: `re-plan before running: ${describeError(e)}` });
           const report = errorReport(title, `before running, the cluster no longer allows this: ${describeError(e)}. Nothing ran.`, [`/etcd status ${cluster.name}`]);
           thread(report);
@@ -445,6 +450,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         }
         if (fresh.hash !== rec.hash || membersChanged(rec.plan.basis, fresh.plan.basis)) {
           await deps.approvals.transition(rec.id, ['running'], 'superseded');
+          deps.metrics?.job(rec.command, 'superseded');
           const why = planDiff(rec.plan, fresh.plan);
           const newId = `${rec.id}-r${(rec.supersedes?.split('-r').length ?? 1)}`;
           await audit('job.superseded', cluster.name, rec.id, 'bot', { reason: why, newPlan: newId, oldHash: rec.hash, newHash: fresh.hash });
@@ -474,6 +480,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         // One script decides: a cancel recorded before this point stops the plan here; one
         // arriving later is seen at the next boundary (none is lost between two reads).
         if (await deps.approvals.stopIfCancelled(rec.id)) {
+          deps.metrics?.job(rec.command, 'cancelled');
           await audit('job.cancelled', cluster.name, rec.id, 'bot', { atStep: i + 1, done: exec.states });
           await resources.close().catch(() => undefined);
           const report = await anchored(await finalReport(cluster, title, 'warn', `cancelled before ${label}; ${done(i)}, the rest did not. The cluster is as shown below.`));
@@ -545,6 +552,7 @@ export function createWorkflow(deps: WorkflowDeps) {
           if (keep.lost) recordLater('step.failed', cluster.name, rec.id, failed);
           else await audit('step.failed', cluster.name, rec.id, 'bot', failed).catch(() => undefined);
           exec.states[i] = `${isMedicError(err) && err.code === 'SHUTDOWN' ? 'interrupted' : 'failed'} (${secs(durationMs)})`;
+          deps.metrics?.step(s.action, isMedicError(err) && err.code === 'SHUTDOWN' ? 'interrupted' : 'failed', durationMs / 1000);
           throw Object.assign(err instanceof Error ? err : new Error(String(err)), { failedStep: label, doneSteps: i });
         }
         const durationMs = Date.now() - started;
@@ -552,6 +560,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         exec.cursor = i + 1;
         Object.assign(exec.outputs, outcome.outputs ?? {});
         exec.states[i] = `${outcome.status} (${secs(durationMs)})`;
+        deps.metrics?.step(s.action, outcome.status, durationMs / 1000);
         await checkpoint(exec);
         // Checkpointed: the step counts as done. Its line goes to the thread before anything
         // else may wait on Redis, so a worker cut off right now still leaves it in the trail.
@@ -591,6 +600,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         await audit('cluster.memory.reset', cluster.name, rec.id, 'bot', { reason: `${rec.command} completed` });
       }
       const status = await finalReport(cluster, title, 'ok', `done: all ${steps.length} steps ran.`);
+      deps.metrics?.job(rec.command, 'succeeded');
       await audit('job.succeeded', cluster.name, rec.id, 'bot', { verdict: status.verdict?.text, members: status.tables?.[0]?.rows });
       const report = await anchored(status);
       thread(report);
@@ -611,6 +621,8 @@ export function createWorkflow(deps: WorkflowDeps) {
         // Another worker holds (or may take) the cluster now: it owns the plan's status and
         // thread from here. The record is kept even while Redis is unreachable.
         recordLater('job.lease-lost', cluster.name, rec.id, { worker: workerId, step: failedStep, token: lease.token, reason: keep.lost ?? describeError(e) });
+        deps.metrics?.leaseLost(cluster.name);
+        deps.metrics?.job(rec.command, 'lease-lost');
         // Its BullMQ job lock lapsed with the same Redis: the stalled check gives the job to a
         // worker that waits for this lease to lapse, then resumes at the unfinished step.
         return errorReport(title, `this worker lost the lock on ${cluster.name}${failedStep ? ` at ${failedStep}` : ''}; another worker carries the plan on`);
@@ -618,6 +630,7 @@ export function createWorkflow(deps: WorkflowDeps) {
       if (code === 'SHUTDOWN') {
         // Nothing is wrong with the plan: save where it is and let another worker resume it.
         exec.handedOver = `was shut down${failedStep ? ` during ${failedStep}` : ''}`;
+        deps.metrics?.job(rec.command, 'handed-over');
         await checkpoint(exec);
         await audit('job.handed-over', cluster.name, rec.id, 'bot', { worker: workerId, atStep: doneSteps + 1, interrupted: failedStep, token: lease.token }).catch(() => undefined);
         thread(`This worker is shutting down: handed over at step ${doneSteps + 1}/${rec.plan.steps.length}${failedStep ? ' (the step in flight was interrupted and runs again, checking before it acts)' : ''}; another worker resumes it.`);
@@ -625,6 +638,7 @@ export function createWorkflow(deps: WorkflowDeps) {
       }
       if (!keep.lost) await checkpoint(exec).catch(() => undefined);
       await deps.approvals.transition(rec.id, ['running'], 'failed').catch(() => undefined);
+      deps.metrics?.job(rec.command, 'failed');
       await audit('job.failed', cluster.name, rec.id, 'bot', { step: failedStep, error: describeError(e) }).catch(() => undefined);
       const report = await anchored(await finalReport(cluster, title, 'critical',
         `failed${failedStep ? ` at ${failedStep}` : ''}: ${describeError(e)}. ${done(doneSteps)}; later steps did not run, and the cluster is as shown below. Fix the cause, then request again (each step checks before it acts).`));

@@ -19,6 +19,8 @@ export interface ProbeDeps {
   secrets?: { readFile(path: string): Promise<Buffer> };
   /** @defaultValue () => new Date() */
   now?: () => Date;
+  /** Told how long each node's probe took and whether the node answered (metrics). */
+  onNode?: (node: string, reachable: boolean, ms: number) => void;
 }
 
 /** Bound on one TLS file read from a node (certificates and keys are a few KiB). */
@@ -72,7 +74,12 @@ export function memberClientThrough(cluster: ClusterConfig, node: NodeConfig, tu
 export async function probeCluster(cluster: ClusterConfig, deps: ProbeDeps): Promise<ClusterSnapshot> {
   const collectedAt = (deps.now?.() ?? new Date()).toISOString();
   const tlsFor = createTlsSource(cluster, deps.secrets?.readFile);
-  const probes = await Promise.all(cluster.nodes.map((node) => probeNode(cluster, node, deps.ssh, tlsFor)));
+  const probes = await Promise.all(cluster.nodes.map(async (node) => {
+    const started = Date.now();
+    const p = await probeNode(cluster, node, deps.ssh, tlsFor);
+    deps.onNode?.(node.name, p.reachable, Date.now() - started);
+    return p;
+  }));
   return { cluster: cluster.name, collectedAt, probes };
 }
 
@@ -113,11 +120,14 @@ async function probeNode(
     const tunnel = scope.add(await session.openTunnel(url.hostname, Number(url.port)), (t) => t.close());
     stage = 'asking etcd';
     const etcd = scope.add(memberClientThrough(cluster, node, tunnel, tls), (c) => c.close());
-    const [probe, quota] = await Promise.all([
+    const [probe, quota, versions] = await Promise.all([
       askMember(etcd, tunnel, base),
       backendQuota(node, tunnel, tls, cluster.etcd.callTimeoutMs),
+      memberVersions(node, tunnel, tls, cluster.etcd.callTimeoutMs),
     ]);
     if (probe.status && quota) probe.status.quotaBytes = quota;
+    if (probe.status && versions?.cluster) probe.status.clusterVersion = versions.cluster;
+    if (probe.status && versions?.storage) probe.status.storageVersion = versions.storage;
     return probe;
   })();
 
@@ -173,20 +183,41 @@ async function connectRetrying(
  * from its own /metrics (`etcd_server_quota_backend_bytes`) through the same tunnel and
  * certificate: runtime-agnostic, no manifest parsing. Undefined when it does not say.
  */
-function backendQuota(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | undefined, timeoutMs: number): Promise<number | undefined> {
+async function backendQuota(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | undefined, timeoutMs: number): Promise<number | undefined> {
+  const body = await memberGet(node, tunnel, tls, '/metrics', timeoutMs);
+  const m = body ? /^etcd_server_quota_backend_bytes\s+([0-9.e+]+)\s*$/m.exec(body) : null;
+  const n = m ? Number(m[1]) : NaN;
+  return Number.isFinite(n) && n > 0 ? n : undefined;
+}
+
+/**
+ * The member's /version: `{"etcdserver":"3.5.30","etcdcluster":"3.5.0"}`, and from etcd 3.6 on
+ * `"storage":"3.6.0"` (the storage version its data is at; the gRPC status reply carries it too,
+ * in a field the etcd3 client's proto does not know). Undefined when it does not answer.
+ */
+async function memberVersions(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | undefined, timeoutMs: number): Promise<{ cluster?: string; storage?: string } | undefined> {
+  const body = await memberGet(node, tunnel, tls, '/version', timeoutMs);
+  if (!body) return undefined;
+  try {
+    const v = JSON.parse(body) as Record<string, unknown>;
+    const str = (x: unknown) => (typeof x === 'string' && /^\d+\.\d+\.\d+$/.test(x) ? x : undefined);
+    return { cluster: str(v.etcdcluster), storage: str(v.storage) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** GET `path` of the member's client URL through the tunnel (at most 4 MiB); undefined on any failure. */
+function memberGet(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | undefined, path: string, timeoutMs: number): Promise<string | undefined> {
   const url = new URL(node.clientUrl);
   return new Promise((resolve) => {
-    const opts = { host: '127.0.0.1', port: tunnel.localPort, path: '/metrics', timeout: timeoutMs, servername: url.hostname, ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}) };
+    const opts = { host: '127.0.0.1', port: tunnel.localPort, path, timeout: timeoutMs, servername: url.hostname, ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}) };
     const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(opts, (res) => {
       if (res.statusCode !== 200) { res.resume(); resolve(undefined); return; }
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => { if (body.length < 4 << 20) body += d; });
-      res.on('end', () => {
-        const m = /^etcd_server_quota_backend_bytes\s+([0-9.e+]+)\s*$/m.exec(body);
-        const n = m ? Number(m[1]) : NaN;
-        resolve(Number.isFinite(n) && n > 0 ? n : undefined);
-      });
+      res.on('end', () => resolve(body));
       res.on('error', () => resolve(undefined));
     });
     req.on('timeout', () => req.destroy());

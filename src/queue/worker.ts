@@ -5,6 +5,7 @@ import type { Notifier, JobRequest, Origin } from '../engine/types';
 import { errorReport, type Report } from '../engine/report';
 import { describeError } from '../engine/errors';
 import { DEFAULT_QUEUE, workerConnection } from './queue';
+import type { MedicMetrics } from '../metrics/metrics';
 
 export interface JobWorkerOptions {
   redisUrl: string;
@@ -24,6 +25,8 @@ export interface JobWorkerOptions {
    */
   lockDurationMs?: number;
   log?: (msg: string, extra?: Record<string, unknown>) => void;
+  /** Where read-only jobs are counted by their verdict's level (plans count themselves). @defaultValue not counted */
+  metrics?: MedicMetrics;
 }
 
 export interface JobWorker {
@@ -67,6 +70,8 @@ export function createJobWorker(opts: JobWorkerOptions): JobWorker {
         }
       }
       const report = await opts.runner.run(job.data, jobId);
+      // A read's outcome is its verdict's level: ok, warn, critical (also its errors), info.
+      opts.metrics?.job(job.data.command, report.verdict?.level ?? 'info');
       const notifier = opts.notifiers[job.data.origin.adapter];
       if (notifier) await notifier.deliver(job.data.origin, report, { jobId });
       // Console requesters read the job's result themselves; anyone else would hear nothing.

@@ -45,6 +45,8 @@ export interface HarnessOptions {
   fakeSlack?: FakeSlackOptions;
   /** The per-user request limit (benchmarks turn it off). @defaultValue the bot's */
   requestLimit?: MedicOptions['requestLimit'];
+  /** Serve /metrics, /healthz, /readyz (port 0: any free one; see medic.opsUrl). @defaultValue not served */
+  ops?: MedicOptions['ops'];
 }
 
 export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
@@ -61,6 +63,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     snapshotDir: TEST_SNAPSHOT_DIR,
     now: opts.now,
     requestLimit: opts.requestLimit,
+    ops: opts.ops,
     // A fresh audit log per harness: tests verify the chain they wrote.
     audit: { key: `t-audit-${queueName}` },
     sshKey: readFileSync(join(LAB_DIR, 'bot_id_ed25519')),

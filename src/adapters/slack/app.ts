@@ -12,6 +12,8 @@ import type { Report } from '../../engine/report';
 import type { ChatSurface, DecisionResult, EngineApi, Invocation, Notifier, Origin, Prepared } from '../../engine/types';
 import { escapeMrkdwn, PLAN_ACTION_IDS, renderReport } from './blocks';
 import { createGroupResolver, GroupResolver } from './groups';
+import { observeWebClient } from './observe';
+import type { MedicMetrics } from '../../metrics/metrics';
 
 export interface SlackAppOptions {
   engine: EngineApi;
@@ -41,6 +43,8 @@ export interface SlackAppOptions {
   command?: string;
   /** User group ids (S…) the access rules name; their membership is looked up per request. @defaultValue none */
   groupIds?: readonly string[];
+  /** Where Web API failures and 429s are counted. @defaultValue not counted */
+  metrics?: MedicMetrics;
 }
 
 /** The four methods this adapter and Bolt log through; pino and console both fit. */
@@ -77,10 +81,11 @@ function webClientOptions(opts: Pick<SlackAppOptions, 'slackApiUrl' | 'webClient
  * (MEDIC_ROLE=worker): only the bot token and the Web API.
  */
 export function createSlackWebNotifier(
-  opts: Pick<SlackAppOptions, 'botToken' | 'slackApiUrl' | 'webClientRetries' | 'webClientTimeoutMs' | 'logger'>,
+  opts: Pick<SlackAppOptions, 'botToken' | 'slackApiUrl' | 'webClientRetries' | 'webClientTimeoutMs' | 'logger' | 'metrics'>,
 ): Notifier & { surface: ChatSurface } {
   const logger = opts.logger ? toBoltLogger(opts.logger) : undefined;
   const client = new WebClient(opts.botToken, { ...webClientOptions(opts), logger });
+  if (opts.metrics) observeWebClient(client, opts.metrics);
   return { ...createSlackNotifier(client, logger ?? toBoltLogger(console)), surface: createSlackSurface(client, logger ?? toBoltLogger(console)) };
 }
 
@@ -107,6 +112,7 @@ export function createSlackApp(opts: SlackAppOptions): SlackApp {
     });
 
   const logger = app.logger;
+  if (opts.metrics) observeWebClient(app.client, opts.metrics);
   const groups = createGroupResolver(app.client, opts.groupIds ?? [], logger);
   app.command(opts.command ?? '/etcd', createCommandListener(opts.engine, groups));
   app.action(new RegExp(`^(${Object.values(PLAN_ACTION_IDS).join('|')})$`), createPlanActionListener(opts.engine, groups));
