@@ -14,6 +14,7 @@ command -v openssl >/dev/null     || need+=(openssl)
 command -v nsenter >/dev/null     || need+=(util-linux)
 command -v pgrep >/dev/null       || need+=(procps)
 command -v prometheus >/dev/null  || need+=(prometheus)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
