@@ -2,11 +2,14 @@
  * What ships in deploy/ is checked with the tools that will read it: the Prometheus rules
  * with promtool (syntax and their own unit tests), and every series they name exists in
  * what the bot exports; the systemd units with systemd-analyze (verify, and the offline
- * security score of their hardening), and every variable they set is one the bot reads.
+ * security score of their hardening), and every variable they set is one the bot reads; the
+ * Kubernetes manifests rendered by kustomize and read as a reviewer would.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, copyFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { loadConfig } from '../src/config/load';
 import { createMetrics } from '../src/metrics/metrics';
 import { REPO_ROOT, run } from './support/lab';
 
@@ -81,5 +84,92 @@ describe('deploy/systemd', () => {
       const stop = Number(/^TimeoutStopSec=(\d+)s$/m.exec(readFileSync(join(SYSTEMD, unit), 'utf8'))?.[1]);
       expect(stop).toBeGreaterThanOrEqual(20 + 15);
     }
+  });
+});
+
+describe('deploy/kubernetes', () => {
+  type Doc = { kind: string; metadata: { name: string; namespace?: string }; spec?: Record<string, any>; data?: Record<string, string> };
+  let docs: Doc[];
+  beforeAll(async () => {
+    // kustomize 5.x from Debian's newer releases, unpacked beside the lab's etcd (never installed).
+    const tool = await run('bash', [join(REPO_ROOT, 'scripts', 'debian-tool.sh'), 'kustomize', 'kustomize'], { timeoutMs: 300_000 });
+    if (tool.code !== 0) throw new Error(`could not fetch kustomize: ${tool.stderr}`);
+    const out = await run(tool.stdout.trim(), ['build', join(DEPLOY, 'kubernetes')], { timeoutMs: 60_000 });
+    if (out.code !== 0) throw new Error(`kustomize build failed: ${out.stderr}`);
+    docs = parseAllDocuments(out.stdout).map((d) => d.toJSON() as Doc);
+  }, 320_000);
+
+  const of = (kind: string, name?: string) => docs.filter((d) => d.kind === kind && (!name || d.metadata.name.startsWith(name)));
+  const pods = () => [...of('Deployment'), ...of('StatefulSet')].map((d) => ({ name: d.metadata.name, spec: d.spec!.template.spec }));
+
+  it('renders web and worker Deployments, Redis, Services, the config, NetworkPolicies, PDBs and a ServiceMonitor, all in the namespace', () => {
+    expect(of('Deployment').map((d) => d.metadata.name).sort()).toEqual(['etcd-medic-web', 'etcd-medic-worker']);
+    expect(of('Deployment', 'etcd-medic-worker')[0].spec!.replicas).toBe(2);
+    expect(of('StatefulSet', 'etcd-medic-redis')).toHaveLength(1);
+    expect(of('Service').map((d) => d.metadata.name).sort()).toEqual(['etcd-medic-redis', 'etcd-medic-web', 'etcd-medic-worker']);
+    expect(of('PodDisruptionBudget')).toHaveLength(2);
+    expect(of('ServiceMonitor')).toHaveLength(1);
+    expect(of('NetworkPolicy').length).toBeGreaterThanOrEqual(3);
+    for (const d of docs) expect({ kind: d.kind, namespace: d.metadata.namespace }).toEqual({ kind: d.kind, namespace: 'etcd-medic' });
+    // Redis as BullMQ needs it, and durable.
+    const redisArgs: string[] = of('StatefulSet', 'etcd-medic-redis')[0].spec!.template.spec.containers[0].args;
+    expect(redisArgs.join(' ')).toMatch(/--appendonly yes/);
+    expect(redisArgs.join(' ')).toMatch(/--maxmemory-policy noeviction/);
+  });
+
+  it('the inventory in the ConfigMap is one the bot loads', () => {
+    const cm = of('ConfigMap', 'etcd-medic-config')[0];
+    const dir = mkdtempSync(join(tmpdir(), 'medic-k8s-'));
+    try {
+      writeFileSync(join(dir, 'clusters.yaml'), cm.data!['clusters.yaml']);
+      expect(loadConfig(join(dir, 'clusters.yaml')).clusters.map((c) => c.name)).toEqual(['prod-eu1']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('every pod runs non-root, read-only, without privileges, with requests, limits and probes', () => {
+    for (const p of pods()) {
+      expect({ pod: p.name, nonRoot: p.spec.securityContext?.runAsNonRoot, seccomp: p.spec.securityContext?.seccompProfile?.type, token: p.spec.automountServiceAccountToken })
+        .toEqual({ pod: p.name, nonRoot: true, seccomp: 'RuntimeDefault', token: false });
+      for (const c of p.spec.containers) {
+        const sc = c.securityContext ?? {};
+        expect({ c: c.name, ro: sc.readOnlyRootFilesystem, esc: sc.allowPrivilegeEscalation, drop: sc.capabilities?.drop })
+          .toEqual({ c: c.name, ro: true, esc: false, drop: ['ALL'] });
+        expect(c.resources?.requests?.memory).toBeDefined();
+        expect(c.resources?.limits?.memory).toBeDefined();
+        expect(c.readinessProbe).toBeDefined();
+        expect(c.livenessProbe).toBeDefined();
+      }
+    }
+  });
+
+  it('the bot\'s containers: probes on its /healthz and /readyz at MEDIC_METRICS_PORT, secrets only as files from a Secret by reference, variables it reads', () => {
+    const src = sourceText();
+    const env = Object.fromEntries(of('ConfigMap', 'etcd-medic-env')[0].data ? Object.entries(of('ConfigMap', 'etcd-medic-env')[0].data!) : []);
+    expect(of('Secret')).toHaveLength(0);
+    for (const name of ['etcd-medic-web', 'etcd-medic-worker']) {
+      const spec = pods().find((p) => p.name === name)!.spec;
+      const c = spec.containers[0];
+      const port = (c.ports as Array<{ name: string; containerPort: number }>).find((x) => x.name === c.livenessProbe.httpGet.port)!.containerPort;
+      expect(String(port)).toBe(env.MEDIC_METRICS_PORT);
+      expect(c.livenessProbe.httpGet.path).toBe('/healthz');
+      expect(c.readinessProbe.httpGet.path).toBe('/readyz');
+      const vars: Array<{ name: string; value?: string }> = c.env;
+      for (const v of [...vars.map((x) => x.name), ...Object.keys(env)]) {
+        const read = src.includes(`'${v}'`) || src.includes(`env.${v}`) || (v.endsWith('_FILE') && src.includes(`'${v.slice(0, -5)}'`));
+        expect({ v, read }).toEqual({ v, read: true });
+      }
+      expect(vars.map((x) => x.name)).not.toEqual(expect.arrayContaining(['SLACK_BOT_TOKEN']));
+      // Each *_FILE points into the mounted Secret, which names the key it needs.
+      const secretVol = (spec.volumes as Array<{ name: string; secret?: { secretName: string; items: Array<{ key: string; path: string }> } }>).find((v) => v.secret)!;
+      const mount = (c.volumeMounts as Array<{ name: string; mountPath: string }>).find((m) => m.name === secretVol.name)!;
+      for (const f of vars.filter((x) => x.name.endsWith('_FILE'))) {
+        expect(f.value!.startsWith(`${mount.mountPath}/`)).toBe(true);
+        expect(secretVol.secret!.items.map((i) => i.path)).toContain(f.value!.slice(mount.mountPath.length + 1));
+      }
+    }
+    const worker = pods().find((p) => p.name === 'etcd-medic-worker')!.spec;
+    expect(worker.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(20 + 15);
   });
 });
