@@ -8,7 +8,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, copyFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
 import { loadConfig } from '../src/config/load';
 import { createMetrics } from '../src/metrics/metrics';
 import { REPO_ROOT, run } from './support/lab';
@@ -171,5 +171,70 @@ describe('deploy/kubernetes', () => {
     }
     const worker = pods().find((p) => p.name === 'etcd-medic-worker')!.spec;
     expect(worker.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(20 + 15);
+  });
+});
+
+describe('deploy/compose.yaml', () => {
+  type Service = { image: string; environment?: Record<string, string>; secrets?: string[]; command?: string[]; healthcheck?: { test: string[] };
+    read_only?: boolean; user?: string; cap_drop?: string[]; deploy?: { replicas?: number }; volumes?: string[]; configs?: Array<{ source: string; target: string }>; stop_grace_period?: string };
+  const file = join(DEPLOY, 'compose.yaml');
+  const compose = parse(readFileSync(file, 'utf8'), { merge: true }) as {
+    services: Record<string, Service>; secrets: Record<string, { file: string }>; configs: Record<string, { file: string }>; volumes: Record<string, unknown>;
+  };
+
+  it('web, two workers and Redis (AOF, noeviction), each with a health check', () => {
+    expect(Object.keys(compose.services).sort()).toEqual(['redis', 'web', 'worker']);
+    expect(compose.services.worker.deploy?.replicas).toBe(2);
+    expect(compose.services.redis.command!.join(' ')).toMatch(/--appendonly yes .*--maxmemory-policy noeviction/);
+    for (const [name, s] of Object.entries(compose.services)) expect({ name, health: !!s.healthcheck?.test?.length }).toEqual({ name, health: true });
+  });
+
+  it('the bot\'s services use the image scripts/build-image.sh makes, locked down, with the inventory and variables it reads', () => {
+    const src = sourceText();
+    const version = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')).version as string;
+    const script = readFileSync(join(REPO_ROOT, 'scripts', 'build-image.sh'), 'utf8');
+    expect(script).toContain('"localhost/etcd-medic:$VERSION"');
+    for (const name of ['web', 'worker']) {
+      const s = compose.services[name];
+      expect(s.image).toBe(`localhost/etcd-medic:${version}`);
+      expect({ name, ro: s.read_only, user: s.user, caps: s.cap_drop }).toEqual({ name, ro: true, user: '10001:10001', caps: ['ALL'] });
+      expect(s.configs).toEqual([{ source: 'clusters', target: '/etc/etcd-medic/clusters.yaml' }]);
+      expect(Number(/^(\d+)s$/.exec(s.stop_grace_period ?? '')?.[1])).toBeGreaterThanOrEqual(20 + 15);
+      for (const v of Object.keys(s.environment ?? {})) {
+        const read = src.includes(`'${v}'`) || src.includes(`env.${v}`) || (v.endsWith('_FILE') && src.includes(`'${v.slice(0, -5)}'`));
+        expect({ v, read }).toEqual({ v, read: true });
+      }
+      // Secrets only as files compose mounts at /run/secrets/<name>.
+      for (const [v, path] of Object.entries(s.environment ?? {}).filter(([k]) => k.endsWith('_FILE') && k !== 'MEDIC_AUDIT_ANCHOR_FILE')) {
+        expect({ v, secret: s.secrets?.includes(path.replace('/run/secrets/', '')) }).toEqual({ v, secret: true });
+      }
+      expect(Object.keys(s.environment ?? {})).not.toEqual(expect.arrayContaining(['SLACK_BOT_TOKEN']));
+    }
+    // The workers' store is one named volume.
+    expect(compose.services.worker.volumes).toEqual(['snapshots:/var/lib/etcd-medic']);
+    expect(Object.keys(compose.volumes)).toEqual(expect.arrayContaining(['snapshots', 'redis']));
+  });
+
+  it('the files it references exist (the inventory, which the bot loads) or are secrets kept out of git', () => {
+    const inventory = join(DEPLOY, compose.configs.clusters.file);
+    expect(loadConfig(inventory).clusters.length).toBeGreaterThan(0);
+    const ignored = readFileSync(join(REPO_ROOT, '.gitignore'), 'utf8').split('\n');
+    for (const [name, s] of Object.entries(compose.secrets)) {
+      expect({ name, file: s.file }).toEqual({ name, file: `./secrets/${name}` });
+    }
+    expect(ignored).toContain('deploy/secrets/');
+  });
+});
+
+describe('deploy/Containerfile', () => {
+  const text = readFileSync(join(DEPLOY, 'Containerfile'), 'utf8');
+  it('FROM scratch over the debootstrap root filesystem, non-root, a state volume, the bot as entrypoint, no secrets', () => {
+    const lines = text.split('\n').filter((l) => l && !l.startsWith('#'));
+    expect(lines[0]).toBe('FROM scratch');
+    expect(text).toMatch(/^ADD rootfs\.tar \/$/m);
+    expect(text).toMatch(/^USER 10001:10001$/m);
+    expect(text).toMatch(/^VOLUME \["\/var\/lib\/etcd-medic"\]$/m);
+    expect(text).toMatch(/^ENTRYPOINT \["\/usr\/bin\/node", "\/opt\/etcd-medic\/dist\/src\/main\.js"\]$/m);
+    expect(text).not.toMatch(/^(ENV|ARG)\b[^\n]*(TOKEN|SECRET|KEY)=/m);
   });
 });
