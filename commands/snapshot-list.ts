@@ -30,6 +30,7 @@ export function listReport(cluster: ClusterConfig, records: readonly SnapshotRec
     describeRetention(s),
     s.scheduleMinutes ? `a scheduled snapshot is taken every ${s.scheduleMinutes} minutes` : 'no scheduled snapshots (set snapshots.scheduleMinutes)',
     ...(s.copyOnNode ? [`each saved snapshot is also copied to its member's node, in ${cluster.paths.dataDir}/snapshots`] : []),
+    ...(records.some((r) => r.offsiteOnly) ? ['"offsite only": not on this bot\'s host; a restore fetches it from the offsite store and checks its SHA-256 first'] : []),
   ];
   if (!records.length) {
     return {
@@ -41,6 +42,7 @@ export function listReport(cluster: ClusterConfig, records: readonly SnapshotRec
     };
   }
   const shown = records.slice(0, SNAPSHOT_LIST_ROWS);
+  const withOffsite = records.some((r) => r.offsite || r.offsiteError);
   const best = newestVerified(records);
   return {
     title,
@@ -49,8 +51,9 @@ export function listReport(cluster: ClusterConfig, records: readonly SnapshotRec
       : { level: 'warn', text: `${records.length} snapshot${records.length === 1 ? '' : 's'}, none verified by etcd's checksum: take a new one` },
     tables: [{
       title: 'Snapshots (newest first)',
-      columns: ['ID', 'NODE', 'REVISION', 'KEYS', 'SIZE', 'SHA256', 'VERIFIED', 'AGE', 'KIND', 'REQUESTER'],
-      rows: shown.map((r) => [r.id, r.node, r.revision, keysText(r), sizeText(r.sizeBytes), r.sha256.slice(0, 12), verifiedText(r), ageText(r.createdAt, now), r.kind, r.requester]),
+      columns: ['ID', 'NODE', 'REVISION', 'KEYS', 'SIZE', 'SHA256', 'VERIFIED', 'AGE', 'KIND', 'REQUESTER', ...(withOffsite ? ['OFFSITE'] : [])],
+      rows: shown.map((r) => [r.id, r.node, r.revision, keysText(r), sizeText(r.sizeBytes), r.sha256.slice(0, 12), verifiedText(r), ageText(r.createdAt, now), r.kind, r.requester,
+        ...(withOffsite ? [offsiteText(r)] : [])]),
     }],
     notes: [
       ...(records.length > shown.length ? [`${records.length - shown.length} older snapshots not shown`] : []),
@@ -60,6 +63,13 @@ export function listReport(cluster: ClusterConfig, records: readonly SnapshotRec
     next: best ? [`/etcd restore ${name} ${best.id} --mode all`, `/etcd snapshot save ${name}`] : [`/etcd snapshot save ${name}`],
     context: [`times in UTC, now ${now.toISOString()}${jobId ? ` · job ${jobId}` : ''}`],
   };
+}
+
+/** Where the offsite copy is: "checked", "checked, encrypted", "offsite only" (fetched on restore), "failed", "-". */
+function offsiteText(r: SnapshotRecord): string {
+  if (r.offsiteOnly) return `offsite only${r.offsite?.encrypted ? ', encrypted' : ''}`;
+  if (r.offsite) return `checked${r.offsite.encrypted ? ', encrypted' : ''}`;
+  return r.offsiteError ? 'failed' : '-';
 }
 
 /** Live keys, or "?" when they could not be counted. */

@@ -170,8 +170,9 @@ export function saveReport(i: SaveReportInput): Report {
   return {
     title: `etcd snapshot save — ${cluster}`,
     verdict: {
-      level: copy && !copy.ok ? 'warn' : 'ok',
-      text: `saved and verified snapshot ${r.id} of ${r.node} at revision ${r.revision} (${keys})${copy && !copy.ok ? '; the copy on the node failed' : ''}`,
+      level: (copy && !copy.ok) || r.offsiteError ? 'warn' : 'ok',
+      text: `saved and verified snapshot ${r.id} of ${r.node} at revision ${r.revision} (${keys})${copy && !copy.ok ? '; the copy on the node failed' : ''}`
+        + `${r.offsite ? '; offsite copy read back and checked' : ''}${r.offsiteError ? '; the offsite copy failed' : ''}`,
     },
     fields: [
       { label: 'Snapshot', value: r.id },
@@ -184,6 +185,8 @@ export function saveReport(i: SaveReportInput): Report {
       { label: 'Verified by', value: verifiedText(r) },
       { label: 'Taken', value: r.createdAt },
       { label: 'Requester', value: r.requester },
+      ...(r.offsite ? [{ label: 'Offsite', value: `${r.offsite.url}${r.offsite.encrypted ? ' (encrypted, AES-256-GCM)' : ''}, SHA-256 checked after upload` }] : []),
+      ...(r.offsiteError ? [{ label: 'Offsite', value: `failed: ${r.offsiteError}` }] : []),
       ...(copy ? [{ label: 'Copy on node', value: copy.ok ? `${copy.node}:${copy.path} (SHA-256 checked)` : `${copy.node}: ${copy.error}` }] : []),
       { label: 'Retention', value: removed ? `removed ${removed} older snapshot${removed === 1 ? '' : 's'}, ${retention.kept} kept` : `nothing removed, ${retention.kept} kept` },
     ],

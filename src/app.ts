@@ -22,6 +22,8 @@ import { createWorkflow, ExecutionResources, maxRevision } from './engine/workfl
 import { createJobResources } from './actions/context';
 import { runAction } from './actions/actions';
 import { createSnapshotStore } from './snapshot/store';
+import { createOffsite, type OffsiteOptions } from './snapshot/offsite';
+import { withOffsite } from './snapshot/tiered';
 import type { ChatSurface } from './engine/types';
 import { groupIdsIn } from './adapters/slack/groups';
 import { scheduleSnapshots } from './queue/scheduler';
@@ -71,6 +73,8 @@ export interface MedicOptions {
    * @defaultValue not served (the metrics are still kept, in `metrics`)
    */
   ops?: { port: number; host?: string };
+  /** Also keep every snapshot in an S3-API object store (read back and checked). @defaultValue none */
+  offsite?: OffsiteOptions;
 }
 
 export interface Medic {
@@ -148,7 +152,12 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     return snap;
   };
   const sshKey = opts.sshKey;
-  const snapshots = { store: createSnapshotStore({ dir: opts.snapshotDir ?? '/var/lib/etcd-medic/snapshots' }) };
+  const localStore = createSnapshotStore({ dir: opts.snapshotDir ?? '/var/lib/etcd-medic/snapshots' });
+  const snapshots = {
+    store: opts.offsite
+      ? withOffsite(localStore, createOffsite(opts.offsite), { log: (msg, extra) => opts.log.warn(extra ?? {}, msg) })
+      : localStore,
+  };
   const workflow = createWorkflow({
     config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, memory, now: opts.now, planIdPrefix: opts.planIdPrefix, queueName: opts.queueName ?? 'etcd-medic',
     enqueueExecution: (job, jobId) => queue.add(job, { jobId }),

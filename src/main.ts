@@ -55,6 +55,7 @@ async function main(): Promise<void> {
     planIdPrefix: role === 'console' ? 'c' : '',
     audit: settings.audit,
     ops: settings.ops,
+    offsite: settings.offsite,
   });
   log.info({ role, clusters: config.clusters.map((c) => c.name), redis: safeRedisUrl(settings.redisUrl), metrics: medic.opsUrl }, 'etcd-medic started');
 

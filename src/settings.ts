@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { auditOptionsFromEnv } from './audit/audit-log';
 import { MedicError } from './engine/errors';
+import { parseKey, type OffsiteOptions } from './snapshot/offsite';
 
 export type Role = 'all' | 'web' | 'worker' | 'console';
 
@@ -31,6 +32,8 @@ export interface Settings {
   audit: { key: string; hmacKey?: Buffer; anchorFile?: string };
   /** MEDIC_METRICS_PORT (and MEDIC_METRICS_HOST, default 0.0.0.0): /metrics, /healthz, /readyz; unset: not served. */
   ops?: { port: number; host: string };
+  /** MEDIC_OFFSITE_S3_*: every snapshot also uploaded to an S3-API store and read back; unset: none. */
+  offsite?: OffsiteOptions;
 }
 
 /**
@@ -88,6 +91,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     ops = { port: p, host: env.MEDIC_METRICS_HOST || '0.0.0.0' };
   }
 
+  const offsite = offsiteFromEnv(env);
+
   const key = secret(env, 'MEDIC_SSH_KEY', { trim: false });
   const sshKey = key === undefined ? undefined : Buffer.from(key);
   if (role !== 'web' && !sshKey) {
@@ -113,6 +118,43 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     requestLimit: intIn(env, 'MEDIC_REQUEST_LIMIT', 20, 0, 100000),
     audit: auditOptionsFromEnv(env),
     ops,
+    offsite,
+  };
+}
+
+/**
+ * The offsite store from MEDIC_OFFSITE_S3_BUCKET (and _ENDPOINT, _REGION, _PREFIX,
+ * _PATH_STYLE), with MEDIC_OFFSITE_KEY_FILE for encryption at rest. Credentials come from
+ * the AWS SDK's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_SHARED_CREDENTIALS_FILE,
+ * instance roles), never from clusters.yaml.
+ */
+export function offsiteFromEnv(env: NodeJS.ProcessEnv): OffsiteOptions | undefined {
+  const bucket = env.MEDIC_OFFSITE_S3_BUCKET;
+  const named = Object.keys(env).filter((k) => k.startsWith('MEDIC_OFFSITE_') && env[k]);
+  if (!bucket) {
+    if (named.length) throw new MedicError('CONFIG_INVALID', `${named.join(', ')} set without MEDIC_OFFSITE_S3_BUCKET: name the bucket, or unset them`);
+    return undefined;
+  }
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) throw new MedicError('CONFIG_INVALID', `MEDIC_OFFSITE_S3_BUCKET=${bucket}: not an S3 bucket name (3-63 of a-z, 0-9, ".", "-")`);
+  const endpoint = env.MEDIC_OFFSITE_S3_ENDPOINT || undefined;
+  if (endpoint && !/^https?:\/\/[^\s/]+(\/.*)?$/.test(endpoint)) throw new MedicError('CONFIG_INVALID', `MEDIC_OFFSITE_S3_ENDPOINT=${endpoint}: an http(s) URL, e.g. https://minio.example.com:9000`);
+  const prefix = env.MEDIC_OFFSITE_S3_PREFIX || 'etcd-medic';
+  if (!/^[A-Za-z0-9._/-]{1,200}$/.test(prefix)) throw new MedicError('CONFIG_INVALID', `MEDIC_OFFSITE_S3_PREFIX=${prefix}: letters, digits, ".", "_", "-" and "/" only`);
+  const pathStyle = env.MEDIC_OFFSITE_S3_PATH_STYLE;
+  let key: Buffer | undefined;
+  if (env.MEDIC_OFFSITE_KEY_FILE) {
+    let data: Buffer;
+    try {
+      data = readFileSync(env.MEDIC_OFFSITE_KEY_FILE);
+    } catch (e) {
+      throw new MedicError('CONFIG_INVALID', `MEDIC_OFFSITE_KEY_FILE=${env.MEDIC_OFFSITE_KEY_FILE}: ${(e as Error).message}`);
+    }
+    key = parseKey(data, env.MEDIC_OFFSITE_KEY_FILE);
+  }
+  return {
+    bucket, endpoint, prefix, key,
+    region: env.MEDIC_OFFSITE_S3_REGION || 'us-east-1',
+    forcePathStyle: pathStyle === undefined || pathStyle === '' ? undefined : pathStyle === '1' || pathStyle === 'true',
   };
 }
 

@@ -33,6 +33,8 @@ export type ErrorCode =
   | 'ETCD_TIMEOUT'
   | 'ETCD_ERROR'
   | 'SNAPSHOT_INVALID'
+  /** The offsite object store could not be written or read (the local snapshot stays). */
+  | 'OFFSITE_FAILED'
   | 'SNAPSHOT_FAILED'
   | 'TIMEOUT'
   | 'INTERNAL';

@@ -11,6 +11,7 @@ import { chmod, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs
 import { join } from 'node:path';
 import { NAME_PATTERN } from '../config/schema';
 import { MedicError } from '../engine/errors';
+import type { OffsiteCopy } from './offsite';
 
 export type SnapshotKind = 'manual' | 'safety' | 'scheduled';
 
@@ -61,6 +62,12 @@ export interface SnapshotRecord {
   liveKeys?: number;
   /** Why liveKeys is absent. */
   liveKeysNote?: string;
+  /** Its copy in the offsite object store, read back and checked (absent: none configured, or not yet). */
+  offsite?: OffsiteCopy;
+  /** Why the offsite copy failed (the local snapshot is complete without it). */
+  offsiteError?: string;
+  /** Listed from the offsite store only: not in this store (yet); get() brings it back. Never stored. */
+  offsiteOnly?: boolean;
 }
 
 /** What the writer knows once the file is complete; the store adds id, cluster, createdAt and size. */
@@ -104,6 +111,13 @@ export interface SnapshotStore {
    * Resolves with the records removed.
    */
   prune(cluster: string, policy: PrunePolicy): Promise<SnapshotRecord[]>;
+  /** Rewrites a finished snapshot's record (its offsite copy noted); the file is untouched. */
+  update(record: SnapshotRecord): Promise<void>;
+  /**
+   * Brings a snapshot kept elsewhere (offsite) back into this store under its own id:
+   * `write` fills the file, then the record makes it visible, as create() does.
+   */
+  adopt(record: SnapshotRecord, write: (tmpPath: string) => Promise<void>): Promise<SnapshotRecord>;
 }
 
 export interface SnapshotStoreOptions {
@@ -383,5 +397,34 @@ export function createSnapshotStore(o: SnapshotStoreOptions = {}): SnapshotStore
     return removed;
   }
 
-  return { dir, create, list, get, path: (r) => dbPath(r.cluster, r.id), prune };
+  async function update(record: SnapshotRecord): Promise<void> {
+    if (!(await readRecord(record.cluster, record.id))) throw new MedicError('INTERNAL', `snapshot ${record.id} is not in the store: nothing to update`);
+    await writeFileAtomic(metaPath(record.cluster, record.id), JSON.stringify(record, null, 2) + '\n');
+  }
+
+  async function adopt(record: SnapshotRecord, write: (tmpPath: string) => Promise<void>): Promise<SnapshotRecord> {
+    if (!isRecord(record)) throw new MedicError('SNAPSHOT_INVALID', 'the offsite record of this snapshot is not one the bot wrote');
+    const { cluster, id } = record;
+    await ensurePrivateDir(dir);
+    await ensurePrivateDir(clusterDir(cluster));
+    const existing = await readRecord(cluster, id);
+    if (existing) return existing;
+    const key = `${cluster}/${id}`;
+    active.add(key);
+    // Named like an unfinished snapshot of its own, so a crash here leaves what prune() removes.
+    const tmp = join(clusterDir(cluster), `${id.slice(0, 60)}-adopt${randomBytes(3).toString('hex')}.db${PART}`);
+    try {
+      await write(tmp);
+      await syncFile(tmp);
+      await rename(tmp, dbPath(cluster, id));
+      await writeFileAtomic(metaPath(cluster, id), JSON.stringify(record, null, 2) + '\n');
+      await syncDir(clusterDir(cluster));
+      return record;
+    } finally {
+      active.delete(key);
+      await removeFile(tmp);
+    }
+  }
+
+  return { dir, create, list, get, path: (r) => dbPath(r.cluster, r.id), prune, update, adopt };
 }

@@ -47,6 +47,8 @@ export interface HarnessOptions {
   requestLimit?: MedicOptions['requestLimit'];
   /** Serve /metrics, /healthz, /readyz (port 0: any free one; see medic.opsUrl). @defaultValue not served */
   ops?: MedicOptions['ops'];
+  /** Keep snapshots offsite too (an S3-API store). @defaultValue none */
+  offsite?: MedicOptions['offsite'];
 }
 
 export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
@@ -64,6 +66,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     now: opts.now,
     requestLimit: opts.requestLimit,
     ops: opts.ops,
+    offsite: opts.offsite,
     // A fresh audit log per harness: tests verify the chain they wrote.
     audit: { key: `t-audit-${queueName}` },
     sshKey: readFileSync(join(LAB_DIR, 'bot_id_ed25519')),
