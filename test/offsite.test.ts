@@ -111,6 +111,35 @@ describe('offsite snapshots (s3rver)', () => {
   });
 });
 
+describe('a safety snapshot and the object store', () => {
+  it('is kept at once while its upload is still going (a repair does not wait for the bucket)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'medic-offsite-'));
+    try {
+      let release!: () => void;
+      const uploading = new Promise<void>((r) => { release = r; });
+      const uploads: string[] = [];
+      const slow = {
+        describe: 'never answers', list: async () => [], download: async () => undefined, remove: async () => undefined, rawObject: async () => undefined,
+        upload: async (rec: { id: string }) => { uploads.push(rec.id); await uploading; return { url: 's3://b/k', encrypted: false, storedSha256: 'x', verifiedAt: new Date().toISOString() }; },
+      };
+      const store = withOffsite(createSnapshotStore({ dir }), slow);
+      const p = await store.create('lab', { node: 'node1' });
+      const data = randomBytes(100);
+      writeFileSync(p.tmpPath, data);
+      const rec = await p.finish({ ...meta(data), kind: 'safety' });
+      expect(rec.offsite).toBeUndefined();
+      expect(uploads).toEqual([rec.id]);
+      expect((await store.get('lab', rec.id))?.id).toBe(rec.id);
+      release();
+      // Once the upload is done, the record says where the copy is.
+      for (let i = 0; i < 50 && !(await store.get('lab', rec.id))?.offsite; i++) await new Promise((r) => setTimeout(r, 20));
+      expect((await store.get('lab', rec.id))?.offsite?.url).toBe('s3://b/k');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('offsite settings', () => {
   it('reads the bucket, endpoint and key file; refuses half a configuration and bad keys', () => {
     expect(offsiteFromEnv({})).toBeUndefined();

@@ -33,6 +33,8 @@ export interface OffsiteOptions {
   key?: Buffer;
   /** Bound on one upload or download. @defaultValue 600000 */
   timeoutMs?: number;
+  /** Bound on listing, reading a record, deleting (status and plans list snapshots). @defaultValue 10000 */
+  listTimeoutMs?: number;
 }
 
 /** Where a snapshot's offsite copy is, and what was checked of it. */
@@ -129,6 +131,7 @@ export function createOffsite(o: OffsiteOptions): Offsite {
   const metaKey = (r: Pick<SnapshotRecord, 'cluster' | 'id'>) => `${prefix}/${r.cluster}/${r.id}.json`;
   const url = (key: string) => `s3://${o.bucket}/${key}`;
   const signal = () => AbortSignal.timeout(timeoutMs);
+  const quick = () => AbortSignal.timeout(o.listTimeoutMs ?? 10_000);
   const fail = (what: string, e: unknown): never => {
     if (e instanceof MedicError) throw e;
     throw new MedicError('OFFSITE_FAILED', `offsite store ${url(prefix)}: ${what}: ${describeError(e)}`, true, { cause: e });
@@ -207,7 +210,7 @@ export function createOffsite(o: OffsiteOptions): Offsite {
       let token: string | undefined;
       try {
         do {
-          const r = await client.send(new ListObjectsV2Command({ Bucket: o.bucket, Prefix: `${prefix}/${cluster}/`, ContinuationToken: token }), { abortSignal: signal() });
+          const r = await client.send(new ListObjectsV2Command({ Bucket: o.bucket, Prefix: `${prefix}/${cluster}/`, ContinuationToken: token }), { abortSignal: quick() });
           for (const c of r.Contents ?? []) if (c.Key?.endsWith('.json')) keys.push(c.Key);
           token = r.IsTruncated ? r.NextContinuationToken : undefined;
         } while (token);
@@ -216,7 +219,7 @@ export function createOffsite(o: OffsiteOptions): Offsite {
       }
       const records = await Promise.all(keys.map(async (key) => {
         try {
-          const r = await client.send(new GetObjectCommand({ Bucket: o.bucket, Key: key }), { abortSignal: signal() });
+          const r = await client.send(new GetObjectCommand({ Bucket: o.bucket, Key: key }), { abortSignal: quick() });
           const rec = JSON.parse(await r.Body!.transformToString()) as SnapshotRecord;
           return rec.cluster === cluster && `${prefix}/${cluster}/${rec.id}.json` === key && rec.offsite ? rec : undefined;
         } catch {
@@ -234,7 +237,7 @@ export function createOffsite(o: OffsiteOptions): Offsite {
         await client.send(new DeleteObjectsCommand({
           Bucket: o.bucket,
           Delete: { Objects: records.flatMap((r) => [{ Key: metaKey(r) }, { Key: dataKey(r) }]) },
-        }), { abortSignal: signal() });
+        }), { abortSignal: quick() });
       } catch (e) {
         fail('deleting old snapshots', e);
       }

@@ -1,7 +1,7 @@
 /**
  * The bot's snapshot store with an offsite copy behind it: every snapshot finished here is
  * uploaded and read back before it counts as offsite (a failed upload leaves the local
- * snapshot, with the error on its record); list() shows the offsite-only ones too; get()
+ * snapshot, with the error on its record; a safety snapshot's upload runs beside the repair); list() shows the offsite-only ones too; get()
  * of one kept only offsite brings it back into the local store (checked), so a restore
  * works after the bot's disk was lost; prune() applies the same retention to both.
  */
@@ -38,7 +38,16 @@ export function withOffsite(local: SnapshotStore, offsite: Offsite, o: TieredOpt
       const pending = await local.create(cluster, opts);
       return {
         id: pending.id, cluster: pending.cluster, createdAt: pending.createdAt, tmpPath: pending.tmpPath,
-        finish: async (meta) => copyOffsite(await pending.finish(meta)),
+        finish: async (meta) => {
+          const rec = await pending.finish(meta);
+          // A safety snapshot is taken in the middle of a repair: the repair does not wait for
+          // the upload (its record notes the offsite copy once it is checked).
+          if (meta.kind === 'safety') {
+            void copyOffsite(rec).catch((e: unknown) => o.log?.('offsite copy failed', { snapshot: rec.id, error: describeError(e) }));
+            return rec;
+          }
+          return copyOffsite(rec);
+        },
         abort: () => pending.abort(),
       };
     },
