@@ -9,7 +9,8 @@
 #      pushed to an OCI archive for `skopeo copy` / `podman load` into your registry.
 # Output in IMAGE_DIR (default /var/tmp/etcd-medic-image): rootfs/ (scripts/run-rootfs.sh runs
 # it where no container runtime works), rootfs.tar, etcd-medic-<version>.oci.tar.
-# Environment: IMAGE_DIR, DEBIAN_MIRROR (default: the mirror apt uses), SKIP_BUILDAH=1.
+# Environment: IMAGE_DIR, DEBIAN_MIRROR (default: the mirror apt uses), SKIP_BUILDAH=1 (the
+# tree only: no rootfs.tar, no image; what test/image-e2e.test.ts needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "build-image: run as root (debootstrap, chroot)" >&2; exit 1; }
@@ -41,13 +42,21 @@ fi
 
 log "building the bot and its production node_modules"
 npm run -s build
-stage=$(mktemp -d)
-cp package.json package-lock.json "$stage/"
-(cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
+# Production modules, kept per lockfile: an unchanged lockfile reuses the last install.
+lock=$(sha256sum package-lock.json | cut -c1-16)
+modules=$OUT/modules-$lock
+if [[ ! -d $modules/node_modules ]]; then
+  rm -rf "$OUT"/modules-*
+  mkdir -p "$modules.part"
+  cp package.json package-lock.json "$modules.part/"
+  (cd "$modules.part" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
+  mv "$modules.part" "$modules"
+fi
 rm -rf "$ROOT/opt/etcd-medic"; mkdir -p "$ROOT/opt/etcd-medic/dist"
 cp -r dist/src dist/commands "$ROOT/opt/etcd-medic/dist/"
-cp -r "$stage/node_modules" package.json README.md "$ROOT/opt/etcd-medic/"
-rm -rf "$stage"
+# Hard links from the cache (same filesystem): the tree and the cache share the files.
+cp -al "$modules/node_modules" "$ROOT/opt/etcd-medic/node_modules" 2>/dev/null || cp -r "$modules/node_modules" "$ROOT/opt/etcd-medic/"
+cp package.json README.md "$ROOT/opt/etcd-medic/"
 
 grep -q '^etcd-medic:' "$ROOT/etc/group" || echo 'etcd-medic:x:10001:' >>"$ROOT/etc/group"
 grep -q '^etcd-medic:' "$ROOT/etc/passwd" || echo 'etcd-medic:x:10001:10001:etcd-medic:/var/lib/etcd-medic:/usr/sbin/nologin' >>"$ROOT/etc/passwd"
@@ -58,8 +67,8 @@ rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/tmp/* "$R
 : >"$ROOT/etc/resolv.conf"
 log "the image holds: $(chroot "$ROOT" node --version) node, $(chroot "$ROOT" etcdctl version | head -n1), $(chroot "$ROOT" etcdutl version | head -n1)"
 
-tar -C "$ROOT" --numeric-owner -cf "$OUT/rootfs.tar" .
 if [[ ${SKIP_BUILDAH:-} != 1 ]]; then
+  tar -C "$ROOT" --numeric-owner -cf "$OUT/rootfs.tar" .
   command -v buildah >/dev/null || { log "no buildah: rootfs.tar made, image not (apt-get install buildah)"; exit 0; }
   cp deploy/Containerfile "$OUT/Containerfile"
   buildah --storage-driver vfs bud -q -t "localhost/etcd-medic:$VERSION" -f "$OUT/Containerfile" "$OUT" >&2
@@ -67,4 +76,4 @@ if [[ ${SKIP_BUILDAH:-} != 1 ]]; then
   buildah --storage-driver vfs push -q "localhost/etcd-medic:$VERSION" "oci-archive:$OUT/etcd-medic-$VERSION.oci.tar:etcd-medic:$VERSION" >&2
   log "image localhost/etcd-medic:$VERSION; OCI archive $OUT/etcd-medic-$VERSION.oci.tar ($(du -h "$OUT/etcd-medic-$VERSION.oci.tar" | cut -f1))"
 fi
-log "root filesystem $ROOT ($(du -sh "$ROOT" | cut -f1))"
+log "root filesystem $ROOT"
