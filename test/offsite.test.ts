@@ -60,6 +60,18 @@ describe('offsite snapshots (s3rver)', () => {
     expect((await store.list('lab')).map((r) => r.offsiteOnly)).toEqual([undefined]);
   });
 
+  it('a snapshot larger than one part (12 MiB: multipart upload) comes back byte for byte, encrypted too', async () => {
+    for (const key of [undefined, randomBytes(32)]) {
+      const store = tiered(`t5-${Date.now()}-${key ? 'enc' : 'plain'}`, key);
+      const data = randomBytes(12 << 20);
+      const rec = await save(store, data);
+      expect(rec.offsite?.encrypted).toBe(!!key);
+      rmSync(join(dir, 'lab'), { recursive: true, force: true });
+      const back = await store.get('lab', rec.id);
+      expect(readFileSync(store.path(back!)).equals(data)).toBe(true);
+    }
+  });
+
   it('retention applies offsite too', async () => {
     const store = tiered(`t2-${Date.now()}`);
     const recs = [];

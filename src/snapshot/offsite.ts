@@ -175,13 +175,18 @@ export function createOffsite(o: OffsiteOptions): Offsite {
         if (o.key) await encryptFile(path, staged, o.key);
         const storedSha256 = o.key ? await sha256Of(staged) : record.sha256;
         const { size } = await stat(staged);
+        // Multipart above 5 MiB (a database of gigabytes), the whole upload bounded.
+        const ac = new AbortController();
+        const timer = setTimeout(() => ac.abort(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
         try {
           await new Upload({
-            client, params: { Bucket: o.bucket, Key: key, Body: createReadStream(staged), ContentLength: size, ContentType: 'application/octet-stream' },
-            abortController: { signal: signal() } as unknown as AbortController,
+            client, abortController: ac,
+            params: { Bucket: o.bucket, Key: key, Body: createReadStream(staged), ContentLength: size, ContentType: 'application/octet-stream' },
           }).done();
         } catch (e) {
           fail(`uploading ${key}`, e);
+        } finally {
+          clearTimeout(timer);
         }
         // Read back before it counts: the bytes there, decrypted, must be the snapshot's.
         const back = `${path}.offsite-check.part`;
