@@ -43,6 +43,11 @@ function sourceText(dir = join(REPO_ROOT, 'src')): string {
   }).join('\n');
 }
 
+/** The bot reads `name` from its environment (a `_FILE` variable: through secret(env, NAME)). */
+function readsVariable(src: string, name: string): boolean {
+  return src.includes(`'${name}'`) || src.includes(`env.${name}`) || (name.endsWith('_FILE') && src.includes(`'${name.slice(0, -5)}'`));
+}
+
 describe('deploy/systemd', () => {
   const SYSTEMD = join(DEPLOY, 'systemd');
   let dir: string;
@@ -74,7 +79,7 @@ describe('deploy/systemd', () => {
     const names = [...new Set([...text.matchAll(/^(?:Environment=)?([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]))];
     expect(names).toEqual(expect.arrayContaining(['MEDIC_ROLE', 'MEDIC_CONFIG', 'REDIS_URL', 'MEDIC_SSH_KEY_FILE', 'SLACK_BOT_TOKEN_FILE', 'MEDIC_METRICS_PORT']));
     for (const name of names) {
-      const read = src.includes(`'${name}'`) || src.includes(`env.${name}`) || (name.endsWith('_FILE') && src.includes(`'${name.slice(0, -5)}'`));
+      const read = readsVariable(src, name);
       expect({ name, read }).toEqual({ name, read: true });
     }
     // Tokens and keys never sit in an environment file or unit, only their files' paths.
@@ -157,7 +162,7 @@ describe('deploy/kubernetes', () => {
       expect(c.readinessProbe.httpGet.path).toBe('/readyz');
       const vars: Array<{ name: string; value?: string }> = c.env;
       for (const v of [...vars.map((x) => x.name), ...Object.keys(env)]) {
-        const read = src.includes(`'${v}'`) || src.includes(`env.${v}`) || (v.endsWith('_FILE') && src.includes(`'${v.slice(0, -5)}'`));
+        const read = readsVariable(src, v);
         expect({ v, read }).toEqual({ v, read: true });
       }
       expect(vars.map((x) => x.name)).not.toEqual(expect.arrayContaining(['SLACK_BOT_TOKEN']));
@@ -201,7 +206,7 @@ describe('deploy/compose.yaml', () => {
       expect(s.configs).toEqual([{ source: 'clusters', target: '/etc/etcd-medic/clusters.yaml' }]);
       expect(Number(/^(\d+)s$/.exec(s.stop_grace_period ?? '')?.[1])).toBeGreaterThanOrEqual(20 + 15);
       for (const v of Object.keys(s.environment ?? {})) {
-        const read = src.includes(`'${v}'`) || src.includes(`env.${v}`) || (v.endsWith('_FILE') && src.includes(`'${v.slice(0, -5)}'`));
+        const read = readsVariable(src, v);
         expect({ v, read }).toEqual({ v, read: true });
       }
       // Secrets only as files compose mounts at /run/secrets/<name>.

@@ -5,7 +5,7 @@
  * snapshot's. With a key, objects are encrypted at rest (AES-256-GCM; the stored object is
  * then not an etcd snapshot at all) and decrypted and checked on the way back.
  */
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open, rm, stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
@@ -15,6 +15,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { MedicError, describeError } from '../engine/errors';
+import { sha256File } from '../restore/prepare';
 import type { SnapshotRecord } from './store';
 
 export interface OffsiteOptions {
@@ -75,12 +76,6 @@ export function parseKey(data: Buffer, source: string): Buffer {
   const b64 = /^[A-Za-z0-9+/]{43}=?$/.test(text) ? Buffer.from(text, 'base64') : undefined;
   if (b64?.length === 32) return b64;
   throw new MedicError('CONFIG_INVALID', `${source}: an AES-256 key is 32 bytes (raw, 64 hex digits, or base64); make one with: openssl rand -hex 32 > ${source}`);
-}
-
-async function sha256Of(path: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(path), h);
-  return h.digest('hex');
 }
 
 async function encryptFile(src: string, dest: string, key: Buffer): Promise<void> {
@@ -158,7 +153,7 @@ export function createOffsite(o: OffsiteOptions): Offsite {
     } finally {
       if (encrypted) await rm(raw, { force: true });
     }
-    const got = await sha256Of(dest);
+    const got = await sha256File(dest);
     if (got !== record.sha256) {
       await rm(dest, { force: true });
       throw new MedicError('SNAPSHOT_INVALID', `offsite copy of ${record.id} has sha256 ${got.slice(0, 16)}…, the snapshot had ${record.sha256.slice(0, 16)}…: it is damaged; pick another snapshot`);
@@ -173,7 +168,7 @@ export function createOffsite(o: OffsiteOptions): Offsite {
       const staged = o.key ? `${path}.offsite.part` : path;
       try {
         if (o.key) await encryptFile(path, staged, o.key);
-        const storedSha256 = o.key ? await sha256Of(staged) : record.sha256;
+        const storedSha256 = o.key ? await sha256File(staged) : record.sha256;
         const { size } = await stat(staged);
         // Multipart above 5 MiB (a database of gigabytes), the whole upload bounded.
         const ac = new AbortController();

@@ -247,8 +247,8 @@ function newestFirst(a: SnapshotRecord, b: SnapshotRecord): number {
   return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
 }
 
-/** Which records no rule keeps. */
-function unkept(records: SnapshotRecord[], p: PrunePolicy, now: Date): SnapshotRecord[] {
+/** Which records (newest first) no rule keeps. */
+export function unkept(records: SnapshotRecord[], p: PrunePolicy, now: Date): SnapshotRecord[] {
   // Without a rule there is nothing to measure against: keep everything.
   if (p.keep === undefined && p.maxAgeDays === undefined) return [];
   const kept = new Set(p.pinned ?? []);

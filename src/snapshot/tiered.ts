@@ -7,7 +7,7 @@
  */
 import { describeError } from '../engine/errors';
 import type { Offsite } from './offsite';
-import type { PendingSnapshot, PrunePolicy, SnapshotRecord, SnapshotStore } from './store';
+import { unkept, type PendingSnapshot, type PrunePolicy, type SnapshotRecord, type SnapshotStore } from './store';
 
 export interface TieredOptions {
   /** Told when an offsite step fails (the local store keeps working). */
@@ -73,16 +73,9 @@ export function withOffsite(local: SnapshotStore, offsite: Offsite, o: TieredOpt
 
     async prune(cluster, policy: PrunePolicy) {
       const removed = await local.prune(cluster, policy);
-      // The same rules over the offsite copies, with the local ones (the newest may be local only).
-      const all = await store.list(cluster);
-      const keep = new Set<string>(policy.pinned ?? []);
-      if (policy.keep !== undefined) all.slice(0, policy.keep).forEach((r) => keep.add(r.id));
-      if (policy.maxAgeDays !== undefined) {
-        const cutoff = Date.now() - policy.maxAgeDays * 86_400_000;
-        all.filter((r) => Date.parse(r.createdAt) >= cutoff).forEach((r) => keep.add(r.id));
-      }
-      if (policy.keep === undefined && policy.maxAgeDays === undefined) return removed;
-      const remote = (await offsite.list(cluster)).filter((r) => !keep.has(r.id));
+      // The same rules over the offsite copies, judged with the local ones (the newest may be local only).
+      const gone = new Set(unkept(await store.list(cluster), policy, new Date()).map((r) => r.id));
+      const remote = (await offsite.list(cluster)).filter((r) => gone.has(r.id));
       await offsite.remove(remote);
       const seen = new Set(removed.map((r) => r.id));
       return [...removed, ...remote.filter((r) => !seen.has(r.id))];
