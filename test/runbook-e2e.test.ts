@@ -151,9 +151,11 @@ describe('runbooks with approvals (lab)', () => {
       const stale = await click(h, plan2, 'approve', BOB, { timestamp: Math.floor(Date.now() / 1000) - 600 });
       expect(stale.res.status).toBe(401);
       expect(currentMessage(h, plan2.ts).text).toMatch(/waiting for approval/);
+      // The id is read before the approval: once the plan runs, chat.update may take its buttons away.
+      const plan2Id = planIdOf(plan2);
       const ok = await click(h, plan2, 'approve', BOB);
       // The same click again, freshly signed: counted once.
-      expect((await click(h, plan2, 'approve', BOB, { value: planIdOf(plan2) })).reply).toMatch(/already approved|is (running|superseded|approved|failed)/);
+      expect((await click(h, plan2, 'approve', BOB, { value: plan2Id })).reply).toMatch(/already approved|is (running|superseded|approved|failed)/);
       expect(ok.reply).toMatch(/it runs now/);
       // With a learner there, replace-member can't add node2 back (one learner at a time): refused before any step.
       await h.fake.waitFor(() => /no longer allows this|changed after approval/.test(threadText(h, plan2.ts)) || undefined, 60_000);
