@@ -5,7 +5,8 @@ import type { CommandDef } from './engine/command';
 import { createRequestLimiter, Engine, RequestLimitOptions } from './engine/engine';
 import { createJobRunner } from './engine/runner';
 import type { Notifier } from './engine/types';
-import { probeCluster } from './exec/probe';
+import { MemberLinks, probeCluster } from './exec/probe';
+import type { ClusterSnapshot } from './exec/types';
 import { createSshPool } from './exec/ssh';
 import { createJobQueue, JobQueue } from './queue/queue';
 import { createJobWorker, JobWorker } from './queue/worker';
@@ -69,6 +70,12 @@ export interface MedicOptions {
   /** On stop (SIGTERM), how long a running step may go on before it is aborted and handed over. @defaultValue 20000 */
   shutdownGraceMs?: number;
   /**
+   * Status probes keep their SSH connections and etcd links this long for the next probe
+   * (shared by every job of this process). 0: each probe opens its own and closes them.
+   * @defaultValue 60000
+   */
+  keepConnectionsMs?: number;
+  /**
    * Serve /metrics, /healthz and /readyz on this port (0: any free one, see `opsUrl`).
    * @defaultValue not served (the metrics are still kept, in `metrics`)
    */
@@ -93,20 +100,40 @@ export interface Medic {
   stop(): Promise<void>;
 }
 
-/** One SSH pool per probe: connections are reused within the job and closed at its end. */
-export function createProbe(sshKey: Buffer, metrics?: MedicMetrics) {
-  return async (cluster: ClusterConfig) => {
-    const ssh = createSshPool({
-      privateKey: sshKey,
-      connectTimeoutMs: cluster.ssh.connectTimeoutMs,
-      commandTimeoutMs: cluster.ssh.commandTimeoutMs,
-    });
+export interface Probe {
+  (cluster: ClusterConfig): Promise<ClusterSnapshot>;
+  /** Connections open now (kept and in use). */
+  connections(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * Status probes. With keepMs > 0 one SSH pool and one set of member links serve every probe
+ * of this process: a warm status opens nothing. A connection that sat unused is checked
+ * before reuse; every new one has its host key checked; unused ones close after keepMs.
+ * With keepMs 0 each probe opens its own and closes them at its end.
+ */
+export function createProbe(sshKey: Buffer, metrics?: MedicMetrics, keepMs = 60_000): Probe {
+  // Each target carries its cluster's timeouts: these only fill the pool's defaults.
+  const poolOf = (idleMs?: number) => createSshPool({ privateKey: sshKey, connectTimeoutMs: 10_000, commandTimeoutMs: 30_000, idleMs });
+  const kept = keepMs > 0 ? { ssh: poolOf(keepMs), links: new MemberLinks({ idleMs: keepMs }) } : undefined;
+  const probe = async (cluster: ClusterConfig) => {
+    const onNode = (node: string, reachable: boolean, ms: number) => metrics?.probeNode(cluster.name, node, reachable, ms / 1000);
+    if (kept) return probeCluster(cluster, { ...kept, onNode });
+    const ssh = poolOf();
     try {
-      return await probeCluster(cluster, { ssh, onNode: (node, reachable, ms) => metrics?.probeNode(cluster.name, node, reachable, ms / 1000) });
+      return await probeCluster(cluster, { ssh, onNode });
     } finally {
       await ssh.closeAll();
     }
   };
+  return Object.assign(probe, {
+    connections: () => kept?.ssh.size() ?? 0,
+    async close() {
+      kept?.links.closeAll();
+      await kept?.ssh.closeAll();
+    },
+  });
 }
 
 /** Wire engine, queue, worker and adapters for the roles this process plays. */
@@ -134,7 +161,8 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const approvals = createApprovalStore(state);
   const locks = createClusterLocks(state, opts.clusterLeaseMs ?? 30000);
   const surfaces: Partial<Record<'slack' | 'console', ChatSurface>> = {};
-  const rawProbe = opts.sshKey ? createProbe(opts.sshKey, metrics) : async () => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); };
+  const keptProbe = opts.sshKey ? createProbe(opts.sshKey, metrics, opts.keepConnectionsMs) : undefined;
+  const rawProbe = keptProbe ?? (async (): Promise<ClusterSnapshot> => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); });
   // One memory per deployment (its queue): what the bot has seen of each cluster.
   const memory = createClusterMemory(state, opts.queueName ?? 'etcd-medic');
   // Every probe notes the highest revision seen (a restore bumps past it) and is compared
@@ -259,6 +287,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     closeOps = () => ops.close();
   }
   stops.push(() => queue.close());
+  if (keptProbe) stops.push(() => keptProbe.close());
   stops.push(async () => { state.disconnect(); });
   // Last: /healthz answers until the process has stopped everything else.
   if (closeOps) stops.push(closeOps);

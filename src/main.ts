@@ -54,6 +54,7 @@ async function main(): Promise<void> {
     lockDurationMs: settings.workerLockMs,
     clusterLeaseMs: settings.clusterLeaseMs,
     shutdownGraceMs: settings.shutdownGraceMs,
+    keepConnectionsMs: settings.keepConnectionsMs,
     requestLimit: settings.requestLimit === 0 ? false : { limit: settings.requestLimit },
     // Console plans get their own ids: their queue counts jobs separately from Slack's.
     planIdPrefix: role === 'console' ? 'c' : '',

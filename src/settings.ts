@@ -29,6 +29,8 @@ export interface Settings {
   requestLimit: number;
   /** On SIGTERM, how long a running step may go on before it is aborted and the plan handed over. */
   shutdownGraceMs: number;
+  /** How long a status job's SSH connections and etcd links stay open for the next one (0: closed after each). */
+  keepConnectionsMs: number;
   audit: { key: string; hmacKey?: Buffer; anchorFile?: string };
   /** MEDIC_METRICS_PORT (and MEDIC_METRICS_HOST, default 0.0.0.0): /metrics, /healthz, /readyz; unset: not served. */
   ops?: { port: number; host: string };
@@ -115,6 +117,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     workerLockMs: intIn(env, 'MEDIC_WORKER_LOCK_MS', 30000, 2000, 600000),
     clusterLeaseMs: intIn(env, 'MEDIC_CLUSTER_LEASE_MS', 30000, 3000, 600000),
     shutdownGraceMs: intIn(env, 'MEDIC_SHUTDOWN_GRACE_MS', 20000, 0, 600000),
+    keepConnectionsMs: intIn(env, 'MEDIC_KEEP_CONNECTIONS_MS', 60000, 0, 3600000),
     requestLimit: intIn(env, 'MEDIC_REQUEST_LIMIT', 20, 0, 100000),
     audit: auditOptionsFromEnv(env),
     ops,

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { loadConfig } from '../src/config/load';
 import { ClusterConfig } from '../src/config/schema';
-import { probeCluster } from '../src/exec/probe';
+import { MemberLinks, probeCluster } from '../src/exec/probe';
 import { createSshPool, SshPool } from '../src/exec/ssh';
 import { LAB_BOT_KEY, labConfigPath, memberList, waitLabHealthy } from './support/lab';
 
@@ -137,6 +137,82 @@ describe('probeCluster (lab)', () => {
       await pool.closeAll();
       sockets.forEach((x) => x.destroy());
       await new Promise((r) => (late ? late.close(r) : r(undefined)));
+    }
+  });
+});
+
+/** A TCP proxy on the node's own address (the member's stand-in): stop it and start it again like a member restarting. */
+async function memberProxy(host: string, target: { host: string; port: number }) {
+  const sockets = new Set<net.Socket>();
+  let accepted = 0;
+  let server: net.Server | undefined;
+  let port = 0;
+  const start = () => new Promise<void>((resolve, reject) => {
+    server = net.createServer((inbound) => {
+      accepted++;
+      const outbound = net.connect(target.port, target.host);
+      for (const x of [inbound, outbound]) { sockets.add(x); x.on('close', () => sockets.delete(x)); x.on('error', () => x.destroy()); }
+      inbound.on('close', () => outbound.destroy());
+      outbound.on('close', () => inbound.destroy());
+      inbound.pipe(outbound).pipe(inbound);
+    });
+    server.once('error', reject);
+    server.listen(port, host, () => { port = (server!.address() as net.AddressInfo).port; resolve(); });
+  });
+  const cut = () => { for (const x of sockets) x.destroy(); };
+  const stop = async () => { cut(); await new Promise((r) => (server ? server.close(r) : r(undefined))); };
+  await start();
+  return { port: () => port, accepted: () => accepted, cut, start, stop };
+}
+
+describe('kept connections between probes (a worker\'s status jobs)', () => {
+  it('a warm probe opens nothing new, and a member that went away and came back is seen at once', async () => {
+    const cluster = labCluster('lab');
+    const node3 = cluster.nodes[2]!;
+    const real = new URL(node3.clientUrl);
+    const proxy = await memberProxy(real.hostname, { host: real.hostname, port: Number(real.port) });
+    node3.clientUrl = `https://${real.hostname}:${proxy.port()}`;
+    const kept = createSshPool({ privateKey: readFileSync(LAB_BOT_KEY), connectTimeoutMs: 5000, commandTimeoutMs: 10000, idleMs: 60_000 });
+    const links = new MemberLinks({ idleMs: 60_000 });
+    const full = (p: { reachable: boolean; health?: { healthy: boolean }; members?: unknown[]; alarms?: unknown[] } | undefined) =>
+      !!p && p.reachable && p.health?.healthy === true && !!p.members?.length && !!p.alarms;
+    try {
+      const first = await probeCluster(cluster, { ssh: kept, links });
+      expect(first.probes.every(full)).toBe(true);
+      expect(kept.size()).toBe(3);
+      expect(links.size()).toBe(3);
+      const dialled = proxy.accepted();
+      expect(dialled).toBeGreaterThan(0);
+
+      // Warm: the same answers, over the connections already open.
+      const warm = await probeCluster(cluster, { ssh: kept, links });
+      expect(warm.probes.every(full)).toBe(true);
+      expect(warm.probes.map((p) => p.status!.memberId)).toEqual(first.probes.map((p) => p.status!.memberId));
+      expect(proxy.accepted()).toBe(dialled);
+      expect(kept.size()).toBe(3);
+
+      // The member's connections are cut (it restarted): the next probe still answers in full.
+      proxy.cut();
+      const afterCut = await probeCluster(cluster, { ssh: kept, links });
+      expect(full(afterCut.probes[2])).toBe(true);
+
+      // It goes away: unreachable, with the node's reason; the link is not kept.
+      await proxy.stop();
+      const down = await probeCluster(cluster, { ssh: kept, links });
+      expect(down.probes[2]).toMatchObject({ node: 'node3', reachable: false });
+      expect(down.probes[2]!.unreachableReason).toMatch(/refused/i);
+      expect(full(down.probes[0]) && full(down.probes[1])).toBe(true);
+      expect(links.size()).toBe(2);
+
+      // Back: the very next probe sees it (no gRPC back-off carried over from the failure).
+      await proxy.start();
+      const back = await probeCluster(cluster, { ssh: kept, links });
+      expect(full(back.probes[2])).toBe(true);
+      expect(links.size()).toBe(3);
+    } finally {
+      links.closeAll();
+      await kept.closeAll();
+      await proxy.stop();
     }
   });
 });

@@ -299,3 +299,102 @@ describe('ssh connect failures', () => {
     }
   });
 });
+
+/** Every process under pid (sshd's per-connection monitor and session processes). */
+function descendants(pid: number): number[] {
+  const kids = (() => {
+    try { return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number); } catch { return []; }
+  })();
+  return kids.flatMap((k) => [k, ...descendants(k)]);
+}
+
+describe('kept ssh pool (shared by a worker\'s status jobs)', () => {
+  const keptPool = (o: { idleMs: number; checkAfterMs?: number; maxIdle?: number }) =>
+    createSshPool({ privateKey: sshd.clientKey, connectTimeoutMs: 5000, commandTimeoutMs: 10000, ...o });
+
+  it('hands out the same connection again, a healthy one that sat unused included', async () => {
+    const p = keptPool({ idleMs: 60_000, checkAfterMs: 100 });
+    try {
+      const s = await p.session(target);
+      await s.exec(sh`true`);
+      await new Promise((r) => setTimeout(r, 300));
+      // Checked (a no-op command) before reuse, and still the same connection.
+      expect(await p.session(target)).toBe(s);
+      expect((await s.exec(sh`echo ok`)).stdout).toBe('ok\n');
+      expect(p.size()).toBe(1);
+    } finally {
+      await p.closeAll();
+    }
+  });
+
+  it('replaces a connection that went silent (its sshd stopped) instead of handing it out', async () => {
+    const p = keptPool({ idleMs: 60_000, checkAfterMs: 100 });
+    const before = new Set(descendants(sshd.child.pid!));
+    const s = await p.session(target);
+    await s.exec(sh`true`);
+    const mine = descendants(sshd.child.pid!).filter((x) => !before.has(x));
+    expect(mine.length).toBeGreaterThan(0);
+    try {
+      for (const pid of mine) process.kill(pid, 'SIGSTOP');
+      await new Promise((r) => setTimeout(r, 300));
+      // The no-op check gives up after 3 s (the keepalive alone would take 15 s to notice).
+      const fresh = await p.session(target);
+      expect(fresh).not.toBe(s);
+      expect((await fresh.exec(sh`echo fresh`)).stdout).toBe('fresh\n');
+    } finally {
+      for (const pid of mine) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+      await p.closeAll();
+    }
+  });
+
+  it('closes a connection unused for idleMs, on both ends, but never one in use', async () => {
+    const p = keptPool({ idleMs: 300 });
+    try {
+      const before = new Set(descendants(sshd.child.pid!));
+      const s = await p.session(target);
+      // A command longer than idleMs: the connection stays for it.
+      expect((await s.exec(sh`sleep 1; echo done`)).stdout).toBe('done\n');
+      expect(s.isOpen()).toBe(true);
+      expect(await eventually(() => p.size() === 0 && !s.isOpen(), 50)).toBe(true);
+      // sshd's processes for it are gone too.
+      expect(await eventually(() => descendants(sshd.child.pid!).every((x) => before.has(x)), 50)).toBe(true);
+      // The next use connects again.
+      expect((await (await p.session(target)).exec(sh`echo again`)).stdout).toBe('again\n');
+    } finally {
+      await p.closeAll();
+    }
+  });
+
+  it('keeps at most maxIdle unused connections, the most recently used ones', async () => {
+    const p = keptPool({ idleMs: 60_000, maxIdle: 1 });
+    try {
+      const a = await p.session({ ...target, node: 'a', host: '127.0.0.1' });
+      await a.exec(sh`true`);
+      const b = await p.session({ ...target, node: 'b', host: 'localhost' });
+      await b.exec(sh`true`);
+      expect(p.size()).toBe(2);
+      // The sweep runs every 5 s at most.
+      expect(await eventually(() => p.size() === 1, 80)).toBe(true);
+      expect(a.isOpen()).toBe(false);
+      expect(b.isOpen()).toBe(true);
+    } finally {
+      await p.closeAll();
+    }
+  });
+
+  it('drops every kept connection to a node that now shows another host key', async () => {
+    const p = keptPool({ idleMs: 60_000 });
+    try {
+      const s = await p.session(target);
+      await s.exec(sh`true`);
+      // The pinned key changed (clusters.yaml edited to a key the node does not have): refused, and
+      // what the pool held for that address is not used again.
+      const other = { ...target, hostKey: 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' };
+      await expect(p.session(other)).rejects.toMatchObject({ code: 'SSH_HOST_KEY_MISMATCH' });
+      expect(await eventually(() => !s.isOpen())).toBe(true);
+      expect(p.size()).toBe(0);
+    } finally {
+      await p.closeAll();
+    }
+  });
+});

@@ -4,8 +4,8 @@
  * and never holds back the others' answers.
  */
 import { readFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { ClusterConfig, NodeConfig } from '../config/schema';
 import { describeError, isMedicError, MedicError } from '../engine/errors';
 import { createEtcdMemberClient, EtcdMemberClient, EtcdTls } from './etcd-client';
@@ -21,6 +21,85 @@ export interface ProbeDeps {
   now?: () => Date;
   /** Told how long each node's probe took and whether the node answered (metrics). */
   onNode?: (node: string, reachable: boolean, ms: number) => void;
+  /**
+   * Tunnels and etcd clients kept from one probe to the next (a worker's status jobs).
+   * Without it each probe opens its own and closes them at its end.
+   */
+  links?: MemberLinks;
+}
+
+/** What a probe needs to ask one member: the tunnel through its node, a client and TLS on it. */
+interface MemberLink {
+  session: SshSession;
+  tunnel: SshTunnel;
+  client: EtcdMemberClient;
+  tls?: EtcdTls;
+  /** Keeps the HTTPS connection of /metrics and /version open between probes. */
+  agent: HttpAgent;
+  born: number;
+  lastUsed: number;
+  closed?: boolean;
+}
+
+function closeLink(l: MemberLink): void {
+  if (l.closed) return;
+  l.closed = true;
+  l.client.close();
+  l.agent.destroy();
+  void l.tunnel.close().catch(() => undefined);
+}
+
+export interface MemberLinksOptions {
+  /** A link unused this long is closed. @defaultValue 60 s */
+  idleMs?: number;
+  /** A link is opened anew after this long (certificates read from the node again). @defaultValue 5 min */
+  maxAgeMs?: number;
+}
+
+/**
+ * Kept member links, one per cluster node. Only a link whose last probe was answered in full
+ * is kept: after any failure the next probe dials afresh (a gRPC channel that saw its member
+ * go away backs off for seconds before it tries again).
+ */
+export class MemberLinks {
+  private readonly links = new Map<string, MemberLink>();
+  private sweeper?: NodeJS.Timeout;
+  private readonly idleMs: number;
+  private readonly maxAgeMs: number;
+  constructor(o: MemberLinksOptions = {}) {
+    this.idleMs = o.idleMs ?? 60_000;
+    this.maxAgeMs = o.maxAgeMs ?? 300_000;
+  }
+  /** A kept link still worth using, marked used. */
+  take(key: string): MemberLink | undefined {
+    const l = this.links.get(key);
+    if (!l) return undefined;
+    if (!l.session.isOpen() || Date.now() - l.born > this.maxAgeMs) { this.drop(key, l); return undefined; }
+    l.lastUsed = Date.now();
+    return l;
+  }
+  keep(key: string, l: MemberLink): void {
+    const old = this.links.get(key);
+    if (old === l) return;
+    if (old) closeLink(old);
+    this.links.set(key, l);
+    if (!this.sweeper) {
+      this.sweeper = setInterval(() => {
+        for (const [k, x] of this.links) if (Date.now() - x.lastUsed >= this.idleMs) this.drop(k, x);
+      }, Math.max(50, Math.min(5000, this.idleMs / 2)));
+      this.sweeper.unref();
+    }
+  }
+  /** Closes the link, when it is still the one kept under key (a newer one stays). */
+  drop(key: string, l: MemberLink): void {
+    if (this.links.get(key) === l) this.links.delete(key);
+    closeLink(l);
+    if (!this.links.size && this.sweeper) { clearInterval(this.sweeper); this.sweeper = undefined; }
+  }
+  size(): number { return this.links.size; }
+  closeAll(): void {
+    for (const [k, l] of [...this.links]) this.drop(k, l);
+  }
 }
 
 /** Bound on one TLS file read from a node (certificates and keys are a few KiB). */
@@ -76,7 +155,7 @@ export async function probeCluster(cluster: ClusterConfig, deps: ProbeDeps): Pro
   const tlsFor = createTlsSource(cluster, deps.secrets?.readFile);
   const probes = await Promise.all(cluster.nodes.map(async (node) => {
     const started = Date.now();
-    const p = await probeNode(cluster, node, deps.ssh, tlsFor);
+    const p = await probeNode(cluster, node, deps.ssh, tlsFor, deps.links);
     deps.onNode?.(node.name, p.reachable, Date.now() - started);
     return p;
   }));
@@ -104,30 +183,68 @@ class Scope {
 }
 
 async function probeNode(
-  cluster: ClusterConfig, node: NodeConfig, ssh: SshPool, tlsFor: (s: SshSession) => Promise<EtcdTls>,
+  cluster: ClusterConfig, node: NodeConfig, ssh: SshPool, tlsFor: (s: SshSession) => Promise<EtcdTls>, links?: MemberLinks,
 ): Promise<NodeProbe> {
   const base = { node: node.name, clientUrl: node.clientUrl };
   const scope = new Scope();
   let stage = 'connecting over ssh';
   let stopped = false;
-  const work = (async (): Promise<NodeProbe> => {
+  const target = sshTargetFor(cluster, node);
+  const key = `${cluster.name}/${node.name}/${node.clientUrl}/${target.user}@${target.host}:${target.port}/${target.hostKey}`;
+  let inUse: MemberLink | undefined;
+
+  const open = async (): Promise<MemberLink> => {
+    stage = 'connecting over ssh';
     const session = await connectRetrying(cluster, node, ssh, (s) => { stage = s; }, () => stopped);
     stage = 'reading TLS material';
     const url = new URL(node.clientUrl);
     const tls = url.protocol === 'https:' ? await tlsFor(session) : undefined;
     stage = 'opening the tunnel';
-    // Dialled from the node, so a member bound to the node's own address is reachable.
-    const tunnel = scope.add(await session.openTunnel(url.hostname, Number(url.port)), (t) => t.close());
+    const tunnel = await session.openTunnel(url.hostname, Number(url.port));
+    const client = memberClientThrough(cluster, node, tunnel, tls);
+    const agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: true, maxSockets: 2 }) : new HttpAgent({ keepAlive: true, maxSockets: 2 });
+    const link: MemberLink = { session, tunnel, client, tls, agent, born: Date.now(), lastUsed: Date.now() };
+    // Not kept: closed with the probe, also when it arrives after the deadline.
+    if (!links) scope.add(link, closeLink);
+    return link;
+  };
+  const ask = async (link: MemberLink) => {
+    inUse = link;
     stage = 'asking etcd';
-    const etcd = scope.add(memberClientThrough(cluster, node, tunnel, tls), (c) => c.close());
     const [probe, quota, versions] = await Promise.all([
-      askMember(etcd, tunnel, base),
-      backendQuota(node, tunnel, tls, cluster.etcd.callTimeoutMs),
-      memberVersions(node, tunnel, tls, cluster.etcd.callTimeoutMs),
+      askMember(link.client, link.tunnel, base),
+      backendQuota(node, link, cluster.etcd.callTimeoutMs),
+      memberVersions(node, link, cluster.etcd.callTimeoutMs),
     ]);
     if (probe.status && quota) probe.status.quotaBytes = quota;
     if (probe.status && versions?.cluster) probe.status.clusterVersion = versions.cluster;
     if (probe.status && versions?.storage) probe.status.storageVersion = versions.storage;
+    return probe;
+  };
+  // Kept only when every question got an answer: whatever failed, the next probe dials afresh.
+  const answeredInFull = (p: NodeProbe, l: MemberLink) => p.reachable && !!p.health && !!p.members && !!p.alarms && !l.tunnel.lastError();
+
+  const work = (async (): Promise<NodeProbe> => {
+    let kept = links?.take(key);
+    // The pool checks a connection that sat unused; one it replaced is not this link's any more.
+    if (kept && await ssh.session(target).catch(() => undefined) !== kept.session) {
+      links!.drop(key, kept);
+      kept = undefined;
+    }
+    if (kept) {
+      const probe = await ask(kept).catch((e: unknown) => unreachable(base, e));
+      if (answeredInFull(probe, kept)) return probe;
+      // A kept link that stopped answering may only be stale (the member restarted, the
+      // connection was cut): the answer comes from a fresh one.
+      links!.drop(key, kept);
+      if (stopped) return probe;
+    }
+    const link = await open();
+    if (stopped) { closeLink(link); throw new MedicError('TIMEOUT', 'probe already timed out'); }
+    const probe = await ask(link);
+    if (links) {
+      if (!stopped && answeredInFull(probe, link)) links.keep(key, link); else closeLink(link);
+    }
     return probe;
   })();
 
@@ -139,7 +256,10 @@ async function probeNode(
     }), cluster.statusTimeoutMs);
   });
   try {
-    return await Promise.race([work.catch((e: unknown) => unreachable(base, e)), deadline]);
+    const p = await Promise.race([work.catch((e: unknown) => unreachable(base, e)), deadline]);
+    // Timed out on a link: it is not trusted again.
+    if (p.errorCode === 'TIMEOUT' && links && inUse) links.drop(key, inUse);
+    return p;
   } finally {
     stopped = true;
     clearTimeout(timer);
@@ -183,8 +303,8 @@ async function connectRetrying(
  * from its own /metrics (`etcd_server_quota_backend_bytes`) through the same tunnel and
  * certificate: runtime-agnostic, no manifest parsing. Undefined when it does not say.
  */
-async function backendQuota(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | undefined, timeoutMs: number): Promise<number | undefined> {
-  const body = await memberGet(node, tunnel, tls, '/metrics', timeoutMs);
+async function backendQuota(node: NodeConfig, link: MemberLink, timeoutMs: number): Promise<number | undefined> {
+  const body = await memberGet(node, link, '/metrics', timeoutMs);
   const m = body ? /^etcd_server_quota_backend_bytes\s+([0-9.e+]+)\s*$/m.exec(body) : null;
   const n = m ? Number(m[1]) : NaN;
   return Number.isFinite(n) && n > 0 ? n : undefined;
@@ -195,8 +315,8 @@ async function backendQuota(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | 
  * `"storage":"3.6.0"` (the storage version its data is at; the gRPC status reply carries it too,
  * in a field the etcd3 client's proto does not know). Undefined when it does not answer.
  */
-async function memberVersions(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | undefined, timeoutMs: number): Promise<{ cluster?: string; storage?: string } | undefined> {
-  const body = await memberGet(node, tunnel, tls, '/version', timeoutMs);
+async function memberVersions(node: NodeConfig, link: MemberLink, timeoutMs: number): Promise<{ cluster?: string; storage?: string } | undefined> {
+  const body = await memberGet(node, link, '/version', timeoutMs);
   if (!body) return undefined;
   try {
     const v = JSON.parse(body) as Record<string, unknown>;
@@ -208,10 +328,11 @@ async function memberVersions(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls 
 }
 
 /** GET `path` of the member's client URL through the tunnel (at most 4 MiB); undefined on any failure. */
-function memberGet(node: NodeConfig, tunnel: SshTunnel, tls: EtcdTls | undefined, path: string, timeoutMs: number): Promise<string | undefined> {
+function memberGet(node: NodeConfig, link: MemberLink, path: string, timeoutMs: number): Promise<string | undefined> {
   const url = new URL(node.clientUrl);
+  const { tunnel, tls, agent } = link;
   return new Promise((resolve) => {
-    const opts = { host: '127.0.0.1', port: tunnel.localPort, path, timeout: timeoutMs, servername: url.hostname, ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}) };
+    const opts = { host: '127.0.0.1', port: tunnel.localPort, path, timeout: timeoutMs, servername: url.hostname, agent, ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}) };
     const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(opts, (res) => {
       if (res.statusCode !== 200) { res.resume(); resolve(undefined); return; }
       let body = '';

@@ -1,6 +1,8 @@
 /**
- * SSH to etcd nodes (ssh2). One connection per node per job, reused for every command
- * and tunnel of that job; the job calls `pool.closeAll()` when it ends.
+ * SSH to etcd nodes (ssh2). One connection per node per pool, reused for every command
+ * and tunnel: a job's own pool lives until the job calls `pool.closeAll()`; a kept pool
+ * (`idleMs`) is shared by a worker's read jobs, checks a connection that sat unused before
+ * handing it out again, and closes the ones unused for `idleMs`.
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
@@ -34,6 +36,15 @@ export interface SshPoolOptions {
   commandTimeoutMs: number;
   /** Bytes kept per output stream; the rest is drained and dropped. @defaultValue 1 MiB */
   maxOutputBytes?: number;
+  /**
+   * Keep connections between uses: one with no command, transfer or tunnel for this long
+   * is closed. Without it a connection lives until it is lost or `closeAll()`.
+   */
+  idleMs?: number;
+  /** With idleMs: the most unused connections kept; the least recently used goes first. @defaultValue 64 */
+  maxIdle?: number;
+  /** With idleMs: a connection unused this long runs a no-op command before it is handed out again. @defaultValue 10 s */
+  checkAfterMs?: number;
 }
 
 export interface ExecOptions {
@@ -107,6 +118,8 @@ export interface RemoteStat {
 export interface SshPool {
   /** A connected session to the target, shared by every caller of this pool. */
   session(target: SshTarget): Promise<SshSession>;
+  /** Connections open now (connecting ones included). */
+  size(): number;
   closeAll(): Promise<void>;
 }
 
@@ -135,27 +148,74 @@ export function openSshFingerprint(keyBlob: Buffer): string {
   return 'SHA256:' + createHash('sha256').update(keyBlob).digest('base64').replace(/=+$/, '');
 }
 
+/** A kept connection's no-op check before reuse. */
+const CHECK_TIMEOUT_MS = 3000;
+
 export function createSshPool(opts: SshPoolOptions): SshPool {
   const sessions = new Map<string, Promise<SessionImpl>>();
+  const ready = new Map<string, SessionImpl>();
   const keyOf = (t: SshTarget) => `${t.user}@${t.host}:${t.port}/${t.hostKey}`;
+  const kept = opts.idleMs !== undefined;
+  const checkAfterMs = opts.checkAfterMs ?? 10_000;
+  let sweeper: NodeJS.Timeout | undefined;
+
+  const forget = (key: string, p: Promise<SessionImpl>) => {
+    if (sessions.get(key) !== p) return;
+    sessions.delete(key);
+    ready.delete(key);
+    if (!sessions.size && sweeper) { clearInterval(sweeper); sweeper = undefined; }
+  };
+  // Unused for idleMs: closed. More unused than maxIdle: the least recently used closed.
+  const sweep = () => {
+    const idle = [...ready.entries()].filter(([, s]) => !s.busy()).sort(([, a], [, b]) => b.idleFor() - a.idleFor());
+    let over = idle.length - (opts.maxIdle ?? 64);
+    for (const [key, s] of idle) {
+      if (s.idleFor() < opts.idleMs! && over <= 0) break;
+      over--;
+      forget(key, sessions.get(key)!);
+      void s.close();
+    }
+  };
+  const connectNew = (target: SshTarget, key: string): Promise<SessionImpl> => {
+    const p: Promise<SessionImpl> = connect(target, opts, () => forget(key, p));
+    sessions.set(key, p);
+    p.then((s) => { if (sessions.get(key) === p) ready.set(key, s); }, (e: unknown) => {
+      forget(key, p);
+      // The node now shows another key: nothing this pool holds to that address is used again.
+      if (isMedicError(e) && e.code === 'SSH_HOST_KEY_MISMATCH') {
+        for (const [k, s] of [...ready]) {
+          if (s.target.host === target.host && s.target.port === target.port) { forget(k, sessions.get(k)!); void s.close(); }
+        }
+      }
+    });
+    if (kept && !sweeper) {
+      sweeper = setInterval(sweep, Math.max(50, Math.min(5000, opts.idleMs! / 2)));
+      sweeper.unref();
+    }
+    return p;
+  };
+
   return {
-    session(target) {
+    async session(target) {
       const key = keyOf(target);
-      let p = sessions.get(key);
-      if (!p) {
-        p = connect(target, opts, () => {
-          if (sessions.get(key) === p) sessions.delete(key);
-        });
-        sessions.set(key, p);
-        p.catch(() => {
-          if (sessions.get(key) === p) sessions.delete(key);
-        });
+      const p = sessions.get(key);
+      if (!p) return connectNew(target, key);
+      if (!kept) return p;
+      const s = ready.get(key);
+      // Sat unused a while: prove it still carries a command before anyone relies on it.
+      if (s && !s.busy() && s.idleFor() >= checkAfterMs && !(await s.check(CHECK_TIMEOUT_MS))) {
+        forget(key, p);
+        void s.close();
+        return sessions.get(key) ?? connectNew(target, key);
       }
       return p;
     },
+    size: () => sessions.size,
     async closeAll() {
       const all = [...sessions.values()];
       sessions.clear();
+      ready.clear();
+      if (sweeper) { clearInterval(sweeper); sweeper = undefined; }
       await Promise.all(all.map((p) => p.then((s) => s.close(), () => undefined)));
     },
   };
@@ -223,16 +283,23 @@ function mapConnectError(err: Error & { level?: string; code?: string }, t: SshT
   return new MedicError('SSH_UNREACHABLE', `${label(t)}: ${detail}`, true, { cause: err });
 }
 
-/** A counting semaphore for channels of one connection. */
+/** A counting semaphore for channels of one connection; it also tells how long it sat unused. */
 class Slots {
   private free: number;
   private waiting: (() => void)[] = [];
+  /** Holders and waiters. */
+  used = 0;
+  lastUsed = Date.now();
   constructor(n: number) { this.free = n; }
   async acquire(): Promise<void> {
+    this.used++;
+    this.lastUsed = Date.now();
     if (this.free > 0) { this.free--; return; }
     await new Promise<void>((r) => this.waiting.push(r));
   }
   release(): void {
+    this.used--;
+    this.lastUsed = Date.now();
     const next = this.waiting.shift();
     if (next) next(); else this.free++;
   }
@@ -246,6 +313,22 @@ class SessionImpl implements SshSession {
   private readonly slots = new Slots(MAX_CHANNELS);
   private readonly tunnels = new Set<SshTunnel>();
   private readonly lost = new Set<(e: MedicError) => void>();
+
+  /** A command or transfer under way, or a tunnel open. */
+  busy(): boolean { return this.slots.used > 0 || this.tunnels.size > 0; }
+  /** Milliseconds since the last command or transfer began or ended (0 while busy). */
+  idleFor(): number { return this.busy() ? 0 : Date.now() - this.slots.lastUsed; }
+  /** True when a no-op command runs and exits 0 within timeoutMs. */
+  async check(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); });
+    const ran = this.execRaw(sh`true`, { timeoutMs }).then((r) => r.code === 0, () => false);
+    try {
+      return await Promise.race([ran, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 
   constructor(private readonly client: Client, readonly target: SshTarget, private readonly opts: SshPoolOptions, onClosed: () => void) {
     client.on('error', () => undefined); // after 'ready', failures surface as 'close'
