@@ -9,7 +9,7 @@ export default defineCommand({
     title: 'etcd-medic commands',
     tables: [{
       columns: ['COMMAND', 'RISK', 'WHAT IT DOES'],
-      rows: commands.map((c) => [usage(c), c.risk, c.summary]),
+      rows: commands.map((c) => [[usage(c), ...(c.aliases ?? []).map((a) => `/etcd ${a}`)].join(' · '), c.risk, c.summary]),
     }],
     notes: [
       'Arguments are names: letters, digits, ".", "_" and "-".',

@@ -2,6 +2,7 @@ import type { CommandDef } from '../src/engine/command';
 import clusters from './clusters';
 import help from './help';
 import status from './status';
+import fleet from './fleet';
 import diagnose from './diagnose';
 import snapshotSave from './snapshot-save';
 import snapshotList from './snapshot-list';
@@ -22,4 +23,4 @@ import cancel from './cancel';
 import forget from './forget';
 
 /** Every subcommand, in the order help lists them. */
-export const commands: readonly CommandDef[] = [status, diagnose, snapshotSave, snapshotList, alarm, logs, replaceMember, removeMember, addMember, restore, forceNewCluster, defrag, alarmDisarm, approve, reject, cancel, jobs, audit, forget, clusters, help];
+export const commands: readonly CommandDef[] = [status, fleet, diagnose, snapshotSave, snapshotList, alarm, logs, replaceMember, removeMember, addMember, restore, forceNewCluster, defrag, alarmDisarm, approve, reject, cancel, jobs, audit, forget, clusters, help];

@@ -42,6 +42,10 @@ describe('clusters.yaml', () => {
     expect(msg).toMatch(/privateKey/);
   });
 
+  it('refuses a cluster named "all" (/etcd status all means every cluster)', () => {
+    expect(errorOf(withChange((r) => { r.clusters[0].name = 'all'; }))).toMatch(/clusters\[0\]\(all\)\.name: "all" is reserved/);
+  });
+
   it('refuses a node name that could carry shell metacharacters', () => {
     const msg = errorOf(withChange((r) => { r.clusters[0].nodes[0].name = 'cp1;rm -rf /'; }));
     expect(msg).toContain('nodes[0]');

@@ -122,4 +122,32 @@ describe('engine.prepare / submit', () => {
       await queue.close();
     }
   });
+
+  it('reads "status all" (and "fleet") as one job over every cluster the requester may read from the channel', async () => {
+    const { engine, added } = engineWithSink();
+    // prod-eu1 is readable by anyone in C0PROD; staging is in other channels.
+    expect(await engine.submit({ text: 'status all', origin: slack('C0PROD') })).toMatchObject({ kind: 'queued' });
+    expect(await engine.submit({ text: 'fleet', origin: slack('C0PROD') })).toMatchObject({ kind: 'queued' });
+    expect(added).toEqual([expect.objectContaining({ command: 'fleet', args: {}, phase: 'run' }), expect.objectContaining({ command: 'fleet' })]);
+    expect(added[0].cluster).toBeUndefined();
+    expect(engine.prepare({ text: 'status all', origin: slack('C0PROD') })).toMatchObject({ kind: 'job', summary: 'status of 1 cluster' });
+    // staging's read rule lets U0ALICE in from the console channel.
+    expect(engine.prepare({ text: 'status all', origin: { adapter: 'console', channel: 'console', user: 'U0ALICE' } })).toMatchObject({ kind: 'job', summary: 'status of 1 cluster' });
+  });
+
+  it('refuses "status all" where no cluster may be read, and queues nothing', async () => {
+    const { engine, added } = engineWithSink();
+    const res = await engine.submit({ text: 'status all', origin: slack('C0RANDOM') });
+    expect(res).toMatchObject({ kind: 'rejected', code: 'CHANNEL_NOT_ALLOWED', message: expect.stringMatching(/none of the 2 configured clusters may be read by you from this channel/) });
+    // In staging's channel, but not among its readers.
+    expect(engine.prepare({ text: 'status all', origin: slack('C0STAGE', 'U0BOB') })).toMatchObject({ kind: 'rejected', code: 'CHANNEL_NOT_ALLOWED' });
+    expect(engine.prepare({ text: 'status all extra', origin: slack('C0PROD') })).toMatchObject({ kind: 'rejected', code: 'BAD_INPUT' });
+    expect(added).toHaveLength(0);
+  });
+
+  it('lists "status all" in help beside fleet', () => {
+    const { engine } = engineWithSink();
+    const res = engine.prepare({ text: 'help', origin: slack('C0ANY') });
+    expect(res.kind === 'reply' && renderText(res.report)).toContain('/etcd fleet · /etcd status all');
+  });
 });

@@ -179,9 +179,12 @@ describe('fault suite', () => {
   const cells: Cell[] = [];
   let runSeq = 0;
 
+  // Every worker's output, dead ones' included: a cell that fails says what they logged.
+  const workerLogs = new Map<number, () => string>();
   const startWorker = () => {
     const w = startBot(env);
     workers.set(w.child.pid!, w.child);
+    workerLogs.set(w.child.pid!, w.log);
     w.child.on('exit', () => workers.delete(w.child.pid!));
     return w.child;
   };
@@ -242,6 +245,11 @@ describe('fault suite', () => {
       cell.survived = true;
     } catch (e) {
       cell.notes = `${cell.notes ? `${cell.notes}; ` : ''}${String(e instanceof Error ? e.message : e).split('\n').slice(0, 3).join(' ').slice(0, 400)}`;
+      // FAULTS_LOG=file: what every worker of this cell logged goes to file.workers.
+      if (process.env.FAULTS_LOG) {
+        const logs = [...workerLogs].map(([pid, log]) => `--- worker ${pid}${workers.has(pid) ? '' : ' (exited)'}\n${log().split('\n').slice(-60).join('\n')}`);
+        appendFileSync(`${process.env.FAULTS_LOG}.workers`, `=== ${rowOf(cell)}\n${logs.join('\n')}\n`);
+      }
       throw e;
     } finally {
       cell.seconds = Math.round((Date.now() - started) / 1000);
@@ -252,6 +260,8 @@ describe('fault suite', () => {
 
   async function runScenario(rb: Runbook, fault: Fault, k: number, cell: Cell): Promise<void> {
     const run = ++runSeq;
+    // Logs of workers gone before this cell are of no use to it.
+    for (const pid of [...workerLogs.keys()]) if (!workers.has(pid)) workerLogs.delete(pid);
     await ensureLabHealthy();
     topUpWorkers();
     const { text, approvers, check } = await rb.prepare(run);

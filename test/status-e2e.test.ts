@@ -163,3 +163,61 @@ describe('/etcd status lab', () => {
     }
   });
 });
+
+describe('/etcd status all (every cluster, one line each)', () => {
+  let h: Harness;
+  const FLEET = Array.from({ length: 10 }, (_, i) => `fleet-${String(i + 1).padStart(2, '0')}`);
+  beforeAll(async () => {
+    await ensureLabHealthy();
+    h = await startHarness({
+      mutateConfig: (c) => {
+        const lab = c.clusters.find((x) => x.name === 'lab')!;
+        // Ten clusters over the lab's members under other names, one whose node3 refuses SSH,
+        // and one this channel may not read.
+        for (const name of FLEET) c.clusters.push({ ...structuredClone(lab), name });
+        const broken = structuredClone(lab);
+        broken.name = 'fleet-broken';
+        broken.ssh.connectRetryMs = 500;
+        broken.nodes[2]!.ssh.port = 2299;
+        c.clusters.push(broken);
+        c.clusters.push({ ...structuredClone(lab), name: 'fleet-elsewhere', channels: ['C0OTHER01'] });
+      },
+    });
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  it('one message: the degraded cluster first with its next step, every other one healthy with the real leader; the unreadable one only counted', async () => {
+    const leader = await leaderName();
+    const res = await h.slash('status all');
+    expect(res.status).toBe(200);
+    const msg = await h.nextMessage(/etcd status — every cluster/);
+    const visible = ['lab', 'lab-botcert', ...FLEET, 'fleet-broken'];
+    for (const shown of [msg.blocks, msg.text]) {
+      expect(shown).toContain(`${visible.length - 1} of ${visible.length} clusters healthy; degraded: fleet-broken`);
+      const rows = shown.split('\n').filter((l) => /^\s*(lab|fleet-)[\w-]*\s{2,}/.test(l));
+      expect(rows).toHaveLength(visible.length);
+      // Worst first.
+      expect(rows[0]).toMatch(/^\s*fleet-broken\s+degraded\s+2\/3\s+\S+\s+\d+(\.\d)? [KMG]i?B\s+\/etcd \S+/);
+      for (const name of visible.filter((n) => n !== 'fleet-broken')) {
+        const row = rows.find((r) => new RegExp(`^\\s*${name}\\s`).test(r));
+        expect(row).toMatch(new RegExp(`^\\s*${name}\\s+healthy\\s+3/3\\s+${leader}\\s+\\d+(\\.\\d)? [KMG]i?B\\s+-\\s*$`));
+      }
+      expect(shown).toContain('1 more cluster is configured but not readable by you from this channel');
+      expect(shown).not.toContain('fleet-elsewhere');
+    }
+    // Details on demand: the full status of the one in trouble.
+    expect(msg.blocks).toContain('/etcd status fleet-broken');
+    expect(h.fake.ephemerals()).toHaveLength(0);
+  });
+
+  it('"/etcd fleet" is the same command; from a channel that may read no cluster it is refused at once', async () => {
+    const res = await h.slash('fleet');
+    expect(res.status).toBe(200);
+    await h.nextMessage(/etcd status — every cluster/);
+    const refused = await h.slash('status all', { channel: 'C0NOBODY1' });
+    expect(refused.status).toBe(200);
+    expect(refused.body).toMatch(/none of the 14 configured clusters may be read by you from this channel/);
+  });
+});

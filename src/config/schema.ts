@@ -42,7 +42,8 @@ const accessRule = z.object({
 }).strict();
 
 export const clusterSchema = z.object({
-  name,
+  // "all" is what /etcd status all reads as every cluster.
+  name: name.refine((n) => n !== 'all', '"all" is reserved (/etcd status all shows every cluster): pick another name'),
   description: z.string().max(200).optional(),
   /** Channels allowed to act on this cluster. */
   channels: z.array(z.string().regex(CHANNEL_PATTERN, 'a Slack channel id (C…/G…) or "console"')).min(1),

@@ -66,6 +66,14 @@ export interface RunContext {
   withNode?: <T>(cluster: ClusterConfig, node: string, fn: (rt: NodeRuntime) => Promise<T>) => Promise<T>;
 }
 
+/** What a command over every readable cluster may use (/etcd status all). */
+export interface FleetContext extends Omit<RunContext, 'cluster'> {
+  /** The clusters the requester may read from the request's channel. */
+  clusters: ClusterConfig[];
+  /** Configured clusters not readable there (counted, never named). */
+  hidden: number;
+}
+
 /** What /etcd jobs shows: the cluster's lock holder, queued jobs and recent plans. */
 export interface JobsView {
   lock?: { jobId: string; requester: string; progress: string };
@@ -90,6 +98,10 @@ export interface CommandDef {
   reply?: (ctx: ReplyContext) => Report;
   /** Runs in a worker; read-only commands only (mutating ones declare a plan of steps). */
   execute?: (ctx: RunContext) => Promise<Report>;
+  /** Runs in a worker over every cluster the requester may read from the channel; read-only, no cluster argument. */
+  fleet?: (ctx: FleetContext) => Promise<Report>;
+  /** Other ways to type it, of two words ("status all"). */
+  aliases?: string[];
   /**
    * Mutating and destructive commands: pure, live state in, steps out. Throws
    * MedicError('UNSAFE') (see refuse()) when the change would be unsafe.
@@ -109,8 +121,10 @@ export interface CommandDef {
 }
 
 export function defineCommand(def: CommandDef): CommandDef {
-  if ([def.reply, def.execute, def.plan, def.decision].filter(Boolean).length !== 1) throw new Error(`command ${def.id}: define exactly one of reply, execute, plan or decision`);
-  if (!def.reply && !def.decision && def.args[0]?.kind !== 'cluster') throw new Error(`command ${def.id}: queued commands take a cluster first`);
+  if ([def.reply, def.execute, def.fleet, def.plan, def.decision].filter(Boolean).length !== 1) throw new Error(`command ${def.id}: define exactly one of reply, execute, fleet, plan or decision`);
+  if (def.fleet && (def.risk !== 'read' || def.args.some((a) => a.kind === 'cluster'))) throw new Error(`command ${def.id}: a fleet command reads, over every cluster: risk read, no cluster argument`);
+  if (!def.reply && !def.decision && !def.fleet && def.args[0]?.kind !== 'cluster') throw new Error(`command ${def.id}: queued commands take a cluster first`);
+  if (def.aliases?.some((a) => !/^[a-z-]+ [a-z-]+$/.test(a))) throw new Error(`command ${def.id}: an alias is two lowercase words`);
   if (def.plan && def.risk === 'read') throw new Error(`command ${def.id}: a planned command changes something: risk mutating or destructive`);
   if (def.execute && def.risk !== 'read') throw new Error(`command ${def.id}: commands that change things must declare a plan`);
   return def;

@@ -4,7 +4,7 @@ import type { MedicConfig } from '../config/schema';
 import type { CommandDef } from './command';
 import { describeError, ErrorCode, isMedicError, MedicError } from './errors';
 import { parseInvocation } from './parse';
-import { checkRequest } from './policy';
+import { checkRequest, readableClusters } from './policy';
 import type { Decision, DecisionResult, EngineApi, Invocation, JobRequest, Origin, Prepared, Submitted } from './types';
 import type { MedicMetrics } from '../metrics/metrics';
 
@@ -168,6 +168,14 @@ export class Engine implements EngineApi {
       }
       if (command.decision) {
         return { kind: 'decision', decision: { action: command.decision, planId: args.job, origin: inv.origin } };
+      }
+      if (command.fleet) {
+        const { clusters, hidden } = readableClusters(this.opts.config.clusters, inv.origin);
+        if (!clusters.length) {
+          throw new MedicError('CHANNEL_NOT_ALLOWED', `none of the ${hidden} configured cluster${hidden === 1 ? '' : 's'} may be read by you from this channel (${inv.origin.channel}): ask in a channel listed under a cluster's channels, or see /etcd clusters`);
+        }
+        const job: JobRequest = { command: command.id, args, origin: inv.origin, requestedAt: (this.opts.now ?? (() => new Date()))().toISOString(), phase: 'run' };
+        return { kind: 'job', job, summary: `status of ${clusters.length} cluster${clusters.length === 1 ? '' : 's'}` };
       }
       if (!cluster) throw new Error(`command ${command.id} has no cluster`);
       checkRequest(cluster, command.risk, inv.origin);

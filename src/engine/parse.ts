@@ -40,8 +40,8 @@ export function parseInvocation(text: string, commands: readonly CommandDef[], c
 
   // Two-word commands first ("snapshot save"), then one-word ones.
   const pair = tokens.length > 1 ? `${tokens[0]} ${tokens[1]}`.toLowerCase() : undefined;
-  const twoWord = pair ? commands.find((c) => c.id === pair) : undefined;
-  const [word, ...rest] = twoWord ? [pair!, ...tokens.slice(2)] : tokens;
+  const twoWord = pair ? commands.find((c) => c.id === pair || c.aliases?.includes(pair)) : undefined;
+  const [word, ...rest] = twoWord ? [twoWord.id, ...tokens.slice(2)] : tokens;
   const command = twoWord ?? commands.find((c) => c.id === word.toLowerCase());
   if (!command) {
     throw new MedicError('UNKNOWN_COMMAND', `unknown command '${word}': commands are ${commands.map((c) => c.id).join(', ')}. Try /etcd help`);

@@ -24,3 +24,12 @@ export function checkRequest(cluster: ClusterConfig, risk: Risk, origin: Origin)
     throw new MedicError('NOT_PERMITTED', `you may not request ${risk} commands on ${cluster.name}; ask someone listed under access.${risk}.requesters in clusters.yaml`);
   }
 }
+
+/**
+ * The clusters a requester may read from this channel (/etcd status all), in configuration
+ * order, and how many others are configured but not shown here.
+ */
+export function readableClusters(clusters: readonly ClusterConfig[], origin: Origin): { clusters: ClusterConfig[]; hidden: number } {
+  const shown = clusters.filter((c) => c.channels.includes(origin.channel) && matches(c.access.read.requesters, origin.user, origin.groups));
+  return { clusters: shown, hidden: clusters.length - shown.length };
+}

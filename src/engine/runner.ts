@@ -4,6 +4,7 @@ import type { CommandDef, RunContext } from './command';
 import type { AuditLog } from '../audit/audit-log';
 import { describeError, isMedicError } from './errors';
 import { errorReport, Report } from './report';
+import { readableClusters } from './policy';
 import type { JobRequest } from './types';
 
 export interface RunnerDeps {
@@ -29,14 +30,18 @@ export function createJobRunner(deps: RunnerDeps) {
   return {
     async run(job: JobRequest, jobId: string): Promise<Report> {
       const command = deps.commands.find((c) => c.id === job.command);
-      const cluster = deps.config.clusters.find((c) => c.name === job.cluster);
-      const title = `etcd ${job.command} — ${job.cluster ?? '?'}`;
-      if (!command?.execute) return errorReport(title, `this worker does not know the command '${job.command}' (is it running an older version?)`);
-      if (!cluster) return errorReport(title, `cluster '${job.cluster}' is no longer in this worker's configuration`, ['/etcd clusters']);
+      const title = `etcd ${job.command} — ${job.cluster ?? (command?.fleet ? 'every cluster' : '?')}`;
+      const base = {
+        config: deps.config, args: job.args, origin: job.origin, jobId, probe: deps.probe, audit: deps.audit, jobs: deps.jobs, withNode: deps.withNode, snapshots: deps.snapshots, openResources: deps.openResources, memory: deps.memory,
+      };
+      if (!command?.execute && !command?.fleet) return errorReport(title, `this worker does not know the command '${job.command}' (is it running an older version?)`);
+      // A fleet command's clusters are judged again here: this worker's configuration is the one that counts.
+      const cluster = command.fleet ? undefined : deps.config.clusters.find((c) => c.name === job.cluster);
+      if (command.execute && !cluster) return errorReport(title, `cluster '${job.cluster}' is no longer in this worker's configuration`, ['/etcd clusters']);
       try {
-        return await command.execute({
-          config: deps.config, cluster, args: job.args, origin: job.origin, jobId, probe: deps.probe, audit: deps.audit, jobs: deps.jobs, withNode: deps.withNode, snapshots: deps.snapshots, openResources: deps.openResources, memory: deps.memory,
-        });
+        return command.fleet
+          ? await command.fleet({ ...base, ...readableClusters(deps.config.clusters, job.origin) })
+          : await command.execute!({ ...base, cluster: cluster! });
       } catch (e) {
         const code = isMedicError(e) ? ` [${e.code}]` : '';
         return errorReport(title, `${job.command} failed${code}: ${describeError(e)}`);
