@@ -190,6 +190,16 @@ describe('fault suite', () => {
   };
   /** Two workers at any time: a fault that killed one gets a fresh one. */
   const topUpWorkers = () => { while (workers.size < 2) startWorker(); };
+  /**
+   * Every live worker has read its configuration and started. A worker still starting while
+   * a cell's preparation runs `lab.sh down` + `up` would find no clusters.yaml and exit.
+   */
+  const workersReady = () => pollUntil('both workers started', () => {
+    for (const [pid, log] of workerLogs) {
+      if (!workers.has(pid) && !log().includes('etcd-medic started')) throw new Error(`worker ${pid} exited while starting:\n${log().slice(-2000)}`);
+    }
+    return [...workers.keys()].every((pid) => workerLogs.get(pid)?.().includes('etcd-medic started'));
+  }, 30_000, 100);
 
   beforeAll(async () => {
     await ensureLabHealthy();
@@ -205,6 +215,7 @@ describe('fault suite', () => {
       MEDIC_SHUTDOWN_GRACE_MS: '5000',
     };
     topUpWorkers();
+    await workersReady();
   }, 300_000);
 
   afterAll(async () => {
@@ -264,6 +275,7 @@ describe('fault suite', () => {
     for (const pid of [...workerLogs.keys()]) if (!workers.has(pid)) workerLogs.delete(pid);
     await ensureLabHealthy();
     topUpWorkers();
+    await workersReady();
     const { text, approvers, check } = await rb.prepare(run);
     const auditStart = await state.llen(auditKey);
 

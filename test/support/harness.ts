@@ -49,6 +49,8 @@ export interface HarnessOptions {
   ops?: MedicOptions['ops'];
   /** Keep snapshots offsite too (an S3-API store). @defaultValue none */
   offsite?: MedicOptions['offsite'];
+  /** How long status probes keep their connections (0: a fresh set per probe). @defaultValue the bot's */
+  keepConnectionsMs?: number;
 }
 
 export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
@@ -67,6 +69,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     requestLimit: opts.requestLimit,
     ops: opts.ops,
     offsite: opts.offsite,
+    keepConnectionsMs: opts.keepConnectionsMs,
     // A fresh audit log per harness: tests verify the chain they wrote.
     audit: { key: `t-audit-${queueName}` },
     sshKey: readFileSync(join(LAB_DIR, 'bot_id_ed25519')),

@@ -1,8 +1,10 @@
 /** Bot processes (dist/src/main.js) for tests that run roles apart or kill workers. */
 import { ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
-export const MAIN = join(__dirname, '..', '..', 'dist', 'src', 'main.js');
+// From test/support under ts-jest, or from dist/test/support when a benchmark runs compiled.
+const ROOT = join(__dirname, '..', '..');
+export const MAIN = basename(ROOT) === 'dist' ? join(ROOT, 'src', 'main.js') : join(ROOT, 'dist', 'src', 'main.js');
 
 /** A `MEDIC_ROLE=<role>` process; its output is collected for failure messages. */
 export function startBot(env: Record<string, string>, role = 'worker'): { child: ChildProcess; log: () => string } {
