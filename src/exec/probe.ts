@@ -39,7 +39,12 @@ interface MemberLink {
   born: number;
   lastUsed: number;
   closed?: boolean;
+  /** The member's backend quota and when it was read: /metrics is 150 KiB, the quota changes only with a restart. */
+  quota?: { bytes: number | undefined; at: number };
 }
+
+/** How long a link reuses the quota it read from the member's /metrics. */
+const QUOTA_TTL_MS = 60_000;
 
 function closeLink(l: MemberLink): void {
   if (l.closed) return;
@@ -301,13 +306,17 @@ async function connectRetrying(
 /**
  * The member's backend quota (--quota-backend-bytes; etcd's default 2 GiB when unset), read
  * from its own /metrics (`etcd_server_quota_backend_bytes`) through the same tunnel and
- * certificate: runtime-agnostic, no manifest parsing. Undefined when it does not say.
+ * certificate: runtime-agnostic, no manifest parsing. Undefined when it does not say. A kept
+ * link reads it at most once a minute (the quota changes only with a restart).
  */
 async function backendQuota(node: NodeConfig, link: MemberLink, timeoutMs: number): Promise<number | undefined> {
+  if (link.quota?.bytes && Date.now() - link.quota.at < QUOTA_TTL_MS) return link.quota.bytes;
   const body = await memberGet(node, link, '/metrics', timeoutMs);
   const m = body ? /^etcd_server_quota_backend_bytes\s+([0-9.e+]+)\s*$/m.exec(body) : null;
   const n = m ? Number(m[1]) : NaN;
-  return Number.isFinite(n) && n > 0 ? n : undefined;
+  const bytes = Number.isFinite(n) && n > 0 ? n : undefined;
+  link.quota = { bytes, at: Date.now() };
+  return bytes;
 }
 
 /**

@@ -238,8 +238,14 @@ function connect(target: SshTarget, opts: SshPoolOptions, onClosed: () => void):
       reject(e);
     };
     client.once('ready', () => {
-      settled = true;
-      resolve(new SessionImpl(client, target, opts, onClosed));
+      // Commands and etcd calls are small request/answer exchanges: Nagle's algorithm would
+      // hold each small write until the peer's delayed ACK, 40 ms a call. Our side: noDelay.
+      client.setNoDelay(true);
+      void markInteractive(client).then(() => {
+        if (settled) return;
+        settled = true;
+        resolve(new SessionImpl(client, target, opts, onClosed));
+      });
     });
     client.on('error', (err: Error & { level?: string; code?: string }) => {
       fail(mapConnectError(err, target, seenKey, connectTimeoutMs));
@@ -264,6 +270,36 @@ function connect(target: SshTarget, opts: SshPoolOptions, onClosed: () => void):
     } catch (e) {
       // ssh2 throws synchronously on an unparsable private key.
       fail(new MedicError('CONFIG_INVALID', `${label(target)}: ${(e as Error).message} (check the bot's SSH private key)`));
+    }
+  });
+}
+
+/** Bound on the one PTY command of a new connection; past it the connection is used as it is. */
+const INTERACTIVE_MS = 2000;
+
+/**
+ * sshd sets TCP_NODELAY on a connection only once a session on it asks for a PTY (OpenSSH's
+ * packet_set_interactive), and never clears it. Without it every answer that comes in two
+ * packets (a command's output, then its exit status; an etcd reply's frames) waits for our
+ * delayed ACK: about 40 ms per command or etcd call. One `true` with a PTY, once per
+ * connection, takes that away. A node that refuses PTYs (PermitTTY no) works as before, slower.
+ * The PTY login is recorded by the node (utmp) like any login.
+ */
+function markInteractive(client: Client): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, INTERACTIVE_MS);
+    const done = () => { clearTimeout(timer); resolve(); };
+    try {
+      // A fixed command, nothing from chat: the same on every node.
+      client.exec('true', { pty: true }, (e, ch) => {
+        if (e) return done();
+        ch.on('close', done);
+        ch.on('error', done);
+        ch.resume();
+        ch.stderr.resume();
+      });
+    } catch {
+      done();
     }
   });
 }
@@ -577,6 +613,7 @@ class SessionImpl implements SshSession {
     let lastError: string | undefined;
     let closing = false;
     const server = net.createServer((sock) => {
+      sock.setNoDelay(true);
       sockets.add(sock);
       sock.on('close', () => sockets.delete(sock));
       sock.on('error', () => sock.destroy());
