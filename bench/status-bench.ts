@@ -102,7 +102,8 @@ async function ackRows(redisUrl: string): Promise<string[][]> {
     MEDIC_SSH_KEY_FILE: join(LAB_DIR, 'bot_id_ed25519'), MEDIC_SNAPSHOT_DIR: TEST_SNAPSHOT_DIR, LOG_LEVEL: 'warn',
   };
   const web = startBot(env, 'web');
-  const worker = startBot(env, 'worker');
+  // BENCH_ACK_WORKER=0: the web role alone (its jobs wait in the queue).
+  const worker = process.env.BENCH_ACK_WORKER === '0' ? undefined : startBot(env, 'worker');
   const url = `http://127.0.0.1:${port}/slack/events`;
   let user = 0;
   const slash = async () => {
@@ -140,7 +141,7 @@ async function ackRows(redisUrl: string): Promise<string[][]> {
     }
     return rows;
   } finally {
-    await Promise.all([stopProcess(web.child), stopProcess(worker.child)]);
+    await Promise.all([stopProcess(web.child), worker && stopProcess(worker.child)]);
     await fake.stop();
   }
 }
@@ -172,14 +173,16 @@ async function fleetRows(redisUrl: string): Promise<string[][]> {
 }
 
 async function main(): Promise<void> {
+  // BENCH_ONLY=ack: one part (status, ack or fleet).
+  const only = process.env.BENCH_ONLY;
   await labUp();
   await waitLabHealthy();
   const redis = await startRedis(REDIS_PORT);
   try {
     console.log(`lab: ${labKeyType()} certificates; ${RUNS} runs per measure`);
-    printTable('1. status, end to end', await statusRows(redis.url));
-    printTable('2. ack latency of the web role (own process, one worker process beside it)', await ackRows(redis.url));
-    printTable('3. /etcd status all', await fleetRows(redis.url));
+    if (!only || only === 'status') printTable('1. status, end to end', await statusRows(redis.url));
+    if (!only || only === 'ack') printTable(`2. ack latency of the web role (own process${process.env.BENCH_ACK_WORKER === '0' ? ', no worker' : ', one worker process beside it'})`, await ackRows(redis.url));
+    if (!only || only === 'fleet') printTable('3. /etcd status all', await fleetRows(redis.url));
   } finally {
     await redis.stop();
   }

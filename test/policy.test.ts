@@ -13,6 +13,7 @@ import { clusterConfig } from './support/plan-state';
 /** What each command is allowed to do to a cluster: the contract help and approvals rest on. */
 const RISKS: Record<string, Risk> = {
   status: 'read',
+  fleet: 'read',
   alarm: 'read',
   logs: 'read',
   jobs: 'read',
