@@ -5,7 +5,7 @@
  */
 import { endpointHealth, hostEtcdctl, labFresh, labNode, labSh, memberList, pollUntil, sshNode, ensureLabHealthy } from './support/lab';
 import { blocksText, Harness, LAB_CHANNEL, startHarness } from './support/harness';
-import { click, currentMessage, threadText, waitPlanMessage } from './support/plans';
+import { click, threadText, waitPlanMessage, messageMatches } from './support/plans';
 
 jest.setTimeout(300_000);
 
@@ -59,7 +59,7 @@ describe('quorum lost (lab)', () => {
     // 9 steps on the survivor, 8 per node added back, one final check.
     const steps = 9 + 2 * 8 + 1;
     await h.fake.waitFor(() => new RegExp(`done: all ${steps} steps ran`).test(threadText(h, plan.ts)) || undefined, 240_000);
-    expect(currentMessage(h, plan.ts).text).toMatch(/done/);
+    await messageMatches(h, plan.ts, /done/);
 
     const manifest = await sshNode('node1', 'cat /etc/kubernetes/manifests/etcd.yaml');
     expect(manifest.code).toBe(0);

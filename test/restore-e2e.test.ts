@@ -20,7 +20,7 @@ import {
 } from './support/lab';
 import { DEFAULT_REVISION_BUMP } from '../src/restore/plan';
 import { blocksText, Harness, LAB_CHANNEL, startHarness, TEST_REDIS_URL, TEST_SNAPSHOT_DIR } from './support/harness';
-import { click, currentMessage, planIdOf, threadText, waitPlanMessage } from './support/plans';
+import { click, planIdOf, threadText, waitPlanMessage, messageMatches } from './support/plans';
 
 jest.setTimeout(600_000);
 
@@ -199,7 +199,7 @@ describe('restore from a snapshot (lab)', () => {
     const verified = new RegExp(`step 18/18: restore\\.verify .*3/3 members healthy.*${rec.liveKeys} keys at revision (\\d+), as in the snapshot`).exec(thread);
     expect(verified).not.toBeNull();
     expect(BigInt(verified![1]!)).toBe(BUMPS ? BigInt(rec.revision) + BigInt(/revision bumped by (\d+)/.exec(thread)![1]!) : BigInt(rec.revision));
-    expect(currentMessage(h, plan.ts).text).toMatch(/done/);
+    await messageMatches(h, plan.ts, /done/);
     await expectRestored(rec);
     // The destroyed data dirs were moved aside, not deleted; the restore's copies are gone from the bot's host.
     const aside = await labSh('exec', 'node2', '--', 'ls', '-a', '/var/lib/etcd');

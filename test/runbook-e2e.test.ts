@@ -6,7 +6,7 @@
  */
 import { endpointHealth, hostEtcdctl, hostEtcdctlRaw, labSh, leaderName, memberIdsByName, memberList, pollUntil, removeMembersByPeerUrl, waitLabHealthy, labNode, ensureLabHealthy } from './support/lab';
 import { blocksText, Harness, LAB_CHANNEL, startHarness } from './support/harness';
-import { click, currentMessage, planIdOf, threadText, waitPlanMessage } from './support/plans';
+import { click, currentMessage, planIdOf, threadText, waitPlanMessage, messageMatches } from './support/plans';
 
 jest.setTimeout(300_000);
 
@@ -89,7 +89,7 @@ describe('runbooks with approvals (lab)', () => {
     expect(thread).toMatch(/Approved by U0BOB \(1\/1\)/);
     expect(thread).toMatch(/safety snapshot \S+ from node\d: revision \d+, \d+ keys, .*verified by etcd(ctl|utl)/);
     expect(thread).toMatch(/healthy: 3\/3 voting members healthy/);
-    expect(currentMessage(h, plan.ts).text).toMatch(/done/);
+    await messageMatches(h, plan.ts, /done/);
 
     // What a user would check with etcdctl: 3 voters, no learner, one node3, all healthy,
     // every key still there; node2 untouched by the busy request.
@@ -125,7 +125,7 @@ describe('runbooks with approvals (lab)', () => {
     } finally {
       clockOffsetMs = 0;
     }
-    expect(currentMessage(h, plan.ts).text).toMatch(/approval expired/);
+    await messageMatches(h, plan.ts, /approval expired/);
     // The message lost its buttons; a replayed click on the old ones is refused too.
     const after = await click(h, plan, 'approve', CAROL, { value: planId });
     expect(after.reply).toMatch(/is expired/);

@@ -33,6 +33,8 @@ interface Fixture {
   audit: ReturnType<typeof createAuditLog>;
   approvals: ReturnType<typeof createApprovalStore>;
   locks: ReturnType<typeof createClusterLocks>;
+  /** Delay of each plan-message edit by its text (a 429 retried by the Web client), ms. */
+  editDelay: { fn?: (verdict: string) => number };
 }
 
 let n = 0;
@@ -47,9 +49,14 @@ function fixture(access: Record<string, unknown>): Fixture {
   const enqueued: Fixture['enqueued'] = [];
   const gates = new Map<number, Promise<void>>();
   const ranAt: number[] = [];
+  const editDelay: Fixture['editDelay'] = {};
   const surface: ChatSurface = {
     post: async (_o, r) => { posted.push(`post ${r.title}: ${r.verdict?.text}`); return { channel: 'C0INCIDENT', ts: `${Date.now()}.000100` }; },
-    update: async (_m, r) => { posted.push(`update ${r.verdict?.text}`); },
+    update: async (_m, r) => {
+      const ms = editDelay.fn?.(r.verdict?.text ?? '') ?? 0;
+      if (ms) await new Promise((res) => setTimeout(res, ms));
+      posted.push(`update ${r.verdict?.text}`);
+    },
     thread: async (_o, _m, r) => { posted.push(`thread ${typeof r === 'string' ? r : `${r.title}: ${r.verdict?.text}`}`); },
   };
   const audit = createAuditLog(redis, { key: `${prefix}:audit` });
@@ -74,7 +81,7 @@ function fixture(access: Record<string, unknown>): Fixture {
     openResources: resources,
     renewEveryMs: 500,
   });
-  return { redis, wf, ran, ranAt, posted, enqueued, gates, state, config, prefix, audit, approvals, locks };
+  return { redis, wf, ran, ranAt, posted, enqueued, gates, state, config, prefix, audit, approvals, locks, editDelay };
 }
 
 function io(checkpoints: ExecCheckpoint[] = []) {
@@ -156,6 +163,19 @@ describe('workflow', () => {
     const types = (await f.audit.recent({ limit: 100 })).map((e) => e.type);
     expect(types.filter((t) => t === 'step.succeeded')).toHaveLength(11);
     expect(types).toEqual(expect.arrayContaining(['job.requested', 'job.planned', 'approval.granted', 'job.started', 'job.succeeded']));
+  });
+
+  it('the plan message ends showing the end: an edit held back (a 429 retried) never lands after the final one', async () => {
+    const f = await approvedReplace();
+    // The first "running" edit takes 700 ms to get through; the plan's 11 stand-in steps take less.
+    let slowed = false;
+    f.editDelay.fn = (text) => (!slowed && /running/.test(text) ? ((slowed = true), 700) : 0);
+    const report = await f.wf.executeJob(f.enqueued[0].job, 'x1', io());
+    expect(report.verdict?.text).toMatch(/^done/);
+    expect(slowed).toBe(true);
+    await new Promise((r) => setTimeout(r, 900));
+    const edits = f.posted.filter((p) => p.startsWith('update '));
+    expect(edits[edits.length - 1]).toMatch(/done/);
   });
 
   it('an approval holds while the leader moves and the lost member flaps; a member added meanwhile forces a new plan', async () => {

@@ -740,19 +740,28 @@ export function createWorkflow(deps: WorkflowDeps) {
     }
   }
 
-  // Plan message edits, throttled: chat.update is rate-limited per workspace.
+  // Plan message edits, throttled: chat.update is rate-limited per workspace. One plan's
+  // edits go out one after another, in the order they were made: an edit held back by a
+  // 429 and retried must not land after the final one and show a finished plan as running.
   const lastUpdate = new Map<string, { at: number; timer?: NodeJS.Timeout }>();
+  const edits = new Map<string, Promise<void>>();
   async function updateMessage(planId: string, states: string[], force = false): Promise<void> {
     // Cosmetic: a failed edit (Slack or Redis blinking) never fails the job or the process.
-    const doUpdate = async () => {
+    const edit = async () => {
       try {
         const v = await deps.approvals.get(planId);
         if (!v?.message) return;
-        lastUpdate.set(planId, { at: Date.now() });
         await surface(v.origin).update(v.message, planReport(v, states));
       } catch {
         /* the next update, or the final one, shows the state */
       }
+    };
+    const doUpdate = () => {
+      lastUpdate.set(planId, { at: Date.now() });
+      const next = (edits.get(planId) ?? Promise.resolve()).then(edit);
+      edits.set(planId, next);
+      void next.then(() => { if (edits.get(planId) === next) edits.delete(planId); });
+      return next;
     };
     const last = lastUpdate.get(planId);
     const every = deps.updateEveryMs ?? 1500;

@@ -24,6 +24,19 @@ export function currentMessage(h: Harness, ts: string): FakeMessage {
   return m;
 }
 
+/**
+ * Waits until the plan message, as chat.update left it, matches: its last edit may arrive
+ * after the thread's final report.
+ */
+export async function messageMatches(h: Harness, ts: string, match: RegExp, timeoutMs = 30_000): Promise<FakeMessage> {
+  return h.fake.waitFor(() => {
+    const m = currentMessage(h, ts);
+    return match.test(m.text ?? '') ? m : undefined;
+  }, timeoutMs).catch(() => {
+    throw new Error(`the plan message never matched ${match} within ${timeoutMs} ms; it reads: ${currentMessage(h, ts).text}`);
+  });
+}
+
 export function threadOf(h: Harness, ts: string): FakeMessage[] {
   return h.fake.messages(LAB_CHANNEL).filter((m) => m.thread_ts === ts);
 }
