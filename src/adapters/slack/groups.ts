@@ -23,10 +23,10 @@ export function createGroupResolver(client: WebClient, groupIds: readonly string
   const ttl = o.ttlMs ?? 60_000;
   const timeoutMs = o.timeoutMs ?? 1200;
   const cache = new Map<string, { users: Set<string>; at: number }>();
+  // One lookup per group at a time: a crowd typing at once (cache cold) asks Slack once, not once each.
+  const inFlight = new Map<string, Promise<Set<string>>>();
 
-  const members = async (group: string): Promise<Set<string>> => {
-    const hit = cache.get(group);
-    if (hit && Date.now() - hit.at < ttl) return hit.users;
+  const fetchMembers = async (group: string): Promise<Set<string>> => {
     try {
       const r = await client.usergroups.users.list({ usergroup: group });
       const users = new Set((r.users ?? []) as string[]);
@@ -36,6 +36,16 @@ export function createGroupResolver(client: WebClient, groupIds: readonly string
       logger.warn(`could not read members of user group ${group} (${describeError(e)}): it matches nobody until it can be read; the app needs the usergroups:read scope`);
       return new Set();
     }
+  };
+  const members = (group: string): Promise<Set<string>> => {
+    const hit = cache.get(group);
+    if (hit && Date.now() - hit.at < ttl) return Promise.resolve(hit.users);
+    let p = inFlight.get(group);
+    if (!p) {
+      p = fetchMembers(group).finally(() => inFlight.delete(group));
+      inFlight.set(group, p);
+    }
+    return p;
   };
 
   return {
