@@ -140,8 +140,10 @@ export function createProbe(sshKey: Buffer, metrics?: MedicMetrics, keepMs = 60_
 export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const commands = opts.commands ?? allCommands;
   const queue = createJobQueue({ redisUrl: opts.redisUrl, name: opts.queueName });
+  let keptProbe: Probe | undefined;
   const metrics = createMetrics({
     queueDepth: () => queue.queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed') as Promise<Record<string, number>>,
+    keptConnections: () => keptProbe?.connections() ?? 0,
   });
   // Approvals, locks and the audit trail: shared by every process through Redis. Commands
   // fail after one retry instead of queueing forever while Redis is down.
@@ -161,7 +163,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
   const approvals = createApprovalStore(state);
   const locks = createClusterLocks(state, opts.clusterLeaseMs ?? 30000);
   const surfaces: Partial<Record<'slack' | 'console', ChatSurface>> = {};
-  const keptProbe = opts.sshKey ? createProbe(opts.sshKey, metrics, opts.keepConnectionsMs) : undefined;
+  keptProbe = opts.sshKey ? createProbe(opts.sshKey, metrics, opts.keepConnectionsMs) : undefined;
   const rawProbe = keptProbe ?? (async (): Promise<ClusterSnapshot> => { throw new Error('this process has no SSH key (MEDIC_SSH_KEY_FILE)'); });
   // One memory per deployment (its queue): what the bot has seen of each cluster.
   const memory = createClusterMemory(state, opts.queueName ?? 'etcd-medic');
@@ -287,7 +289,8 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     closeOps = () => ops.close();
   }
   stops.push(() => queue.close());
-  if (keptProbe) stops.push(() => keptProbe.close());
+  const probeToClose = keptProbe;
+  if (probeToClose) stops.push(() => probeToClose.close());
   stops.push(async () => { state.disconnect(); });
   // Last: /healthz answers until the process has stopped everything else.
   if (closeOps) stops.push(closeOps);

@@ -52,6 +52,8 @@ describe('metrics scraped by a real Prometheus (lab)', () => {
     await until('medic_requests_total{command="status",outcome="queued"}', (r) => r[0]?.value >= 1, 'the status request counted');
     await until('medic_jobs_total{command="status",outcome="warn"}', (r) => r[0]?.value >= 1, 'the status job counted by its verdict');
     const probes = await until('medic_probe_duration_seconds_count{cluster="lab"}', (r) => r.length >= 3, 'a probe series per node');
+    // The status job's connections stay open for the next one (node3 answered SSH: all three).
+    await until('medic_ssh_kept_connections', (r) => r[0]?.value === 3, 'three kept SSH connections');
     expect(probes.map((p) => p.metric.node).sort()).toEqual(expect.arrayContaining(['node1', 'node2', 'node3']));
 
     const before = h.fake.messages(LAB_CHANNEL).length;

@@ -14,9 +14,9 @@ import { FakeSlack } from './support/fake-slack';
 function value(text: string, name: string, labels: Record<string, string>): number | undefined {
   const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
   for (const line of text.split('\n')) {
-    const m = /^([a-z_:]+)\{([^}]*)\} (\S+)$/.exec(line);
+    const m = /^([a-z_:]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
     if (!m || m[1] !== name) continue;
-    const have = m[2].split(',');
+    const have = (m[2] ?? '').split(',');
     if (want.every((w) => have.includes(w))) return Number(m[3]);
   }
   return undefined;
@@ -56,6 +56,14 @@ describe('metrics', () => {
     expect(value(t, 'medic_slack_rate_limited_total', { method: 'chat.update' })).toBe(1);
     expect(value(t, 'medic_lease_lost_total', { cluster: 'lab' })).toBe(1);
     expect(value(t, 'medic_queue_jobs', { state: 'waiting' })).toBe(2);
+  });
+
+  it('kept SSH connections are read at each scrape', async () => {
+    let n = 3;
+    const m = createMetrics({ processMetrics: false, keptConnections: () => n });
+    expect(value(await m.text(), 'medic_ssh_kept_connections', {})).toBe(3);
+    n = 0;
+    expect(value(await m.text(), 'medic_ssh_kept_connections', {})).toBe(0);
   });
 
   it('a scrape while Redis is down still answers, without the queue series', async () => {

@@ -41,6 +41,8 @@ export interface MetricsOptions {
   queueDepth?: () => Promise<Record<string, number>>;
   /** Node.js process metrics (CPU, memory, event loop lag) too. @defaultValue true */
   processMetrics?: boolean;
+  /** SSH connections status probes keep open for the next probe, read at each scrape. */
+  keptConnections?: () => number;
 }
 
 export interface PromMetrics extends MedicMetrics {
@@ -80,6 +82,13 @@ export function createMetrics(o: MetricsOptions = {}): PromMetrics {
         this.reset();
         for (const [state, n] of Object.entries(counts ?? {})) this.set({ state }, n);
       },
+    });
+  }
+  const kept = o.keptConnections;
+  if (kept) {
+    new Gauge({
+      name: 'medic_ssh_kept_connections', help: 'SSH connections status probes keep open for the next probe (MEDIC_KEEP_CONNECTIONS_MS)', registers: [registry],
+      collect() { this.set(kept()); },
     });
   }
   return {
