@@ -122,25 +122,38 @@ function memberOf(members: MemberInfo[], node: NodeConfig): MemberInfo | undefin
 export async function poll<T>(
   ctx: ActionContext, what: string, timeoutMs: number, fn: () => Promise<T | undefined>,
   retryOn: (e: unknown) => boolean = () => false,
+  /** Filled in with how long etcd refused (retryable errors) before it answered, and its last word. */
+  refused?: { ms: number; last?: string },
 ): Promise<T> {
   const start = Date.now();
-  let delay = 250;
+  // Starts short (most waits end within a second), backs off to at most a second.
+  let delay = 100;
   let last = 'not yet';
+  let firstRefusal: number | undefined;
   for (;;) {
     if (ctx.signal?.aborted) throw abortReason(ctx.signal);
     try {
       const v = await fn();
-      if (v !== undefined) return v;
+      if (v !== undefined) {
+        if (refused && firstRefusal !== undefined) { refused.ms = Date.now() - firstRefusal; refused.last = last; }
+        return v;
+      }
     } catch (e) {
       if (!retryOn(e)) throw e;
       last = describeError(e);
+      firstRefusal ??= Date.now();
     }
     const elapsed = Date.now() - start;
     if (elapsed >= timeoutMs) throw new MedicError('TIMEOUT', `${what}: gave up after ${Math.round(elapsed / 1000)} s (last: ${last})`);
     ctx.progress(`${what}: waiting (${Math.round(elapsed / 1000)} s${last !== 'not yet' ? `, last: ${last}` : ''})`);
     await sleepOf(ctx)(delay);
-    delay = Math.min(delay * 2, 2000);
+    delay = Math.min(delay * 2, 1000);
   }
+}
+
+/** ` (etcd refused it for 5.1 s first: unhealthy cluster)`, or nothing when it accepted at once. */
+function refusedText(r: { ms: number; last?: string }): string {
+  return r.ms ? ` (etcd refused it for ${(r.ms / 1000).toFixed(1)} s first: ${r.last ?? 'retryable'})` : '';
 }
 
 const isTransient = (e: unknown) => isMedicError(e) && (e.retryable
@@ -210,12 +223,13 @@ const actions: Partial<Record<ActionName, Action>> = {
     }
     // Like member add, etcd refuses a removal for a few seconds after a member (re)joined
     // ("unhealthy cluster"): wait, don't fail. Each try first checks it isn't gone already.
+    const refused = { ms: 0 } as { ms: number; last?: string };
     const after = await poll(ctx, `removing member ${id}`, STEP_TIMEOUT_MS.change - 10_000, async () => {
       const now = await client.memberList();
       if (!now.some((m) => m.id === id)) return now;
       return client.memberRemove(id);
-    }, isTransient);
-    return { status: 'done', detail: `removed member ${id} (${target.name || 'unnamed'}) via ${via}; ${after.length} members left` };
+    }, isTransient, refused);
+    return { status: 'done', detail: `removed member ${id} (${target.name || 'unnamed'}) via ${via}; ${after.length} members left${refusedText(refused)}` };
   },
 
   'node.stopEtcd': async (step, ctx) => {
@@ -254,12 +268,13 @@ const actions: Partial<Record<ActionName, Action>> = {
     if (learners.length) throw new MedicError('UNSAFE', `member ${learners[0].id} is still a learner: etcd allows one learner at a time; promote or remove it first`);
     // etcd refuses a member add for a few seconds after a join ("unhealthy cluster"):
     // that is a wait, not a failure.
+    const refused = { ms: 0 } as { ms: number; last?: string };
     const added = await poll(ctx, `adding ${node.name} as a learner`, STEP_TIMEOUT_MS.wait - 10_000, async () => {
       const again = memberOf(await client.memberList(), node);
       if (again) return { member: again };
       return client.memberAdd([node.peerUrl], { isLearner: true });
-    }, isTransient);
-    return { status: 'done', detail: `added ${node.name} as learner ${added.member.id} via ${via}`, outputs: { [`member.${node.name}`]: added.member.id } };
+    }, isTransient, refused);
+    return { status: 'done', detail: `added ${node.name} as learner ${added.member.id} via ${via}${refusedText(refused)}`, outputs: { [`member.${node.name}`]: added.member.id } };
   },
 
   'node.writeConfig': async (step, ctx) => {
