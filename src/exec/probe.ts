@@ -205,6 +205,7 @@ async function probeNode(
     const url = new URL(node.clientUrl);
     const tls = url.protocol === 'https:' ? await tlsFor(session) : undefined;
     stage = 'opening the tunnel';
+    // Dialled from the node, so a member bound to the node's own address is reachable.
     const tunnel = await session.openTunnel(url.hostname, Number(url.port));
     const client = memberClientThrough(cluster, node, tunnel, tls);
     const agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: true, maxSockets: 2 }) : new HttpAgent({ keepAlive: true, maxSockets: 2 });
