@@ -285,6 +285,18 @@ describe('ssh connect failures', () => {
     }
   });
 
+  it('a node whose sshd refuses PTYs (PermitTTY no) still runs commands', async () => {
+    const strict = await startSshd({ config: ['PermitTTY no'] });
+    const p = createSshPool({ privateKey: strict.clientKey, connectTimeoutMs: 5000, commandTimeoutMs: 5000 });
+    try {
+      const s = await p.session(sshdTarget(strict));
+      expect((await s.exec(sh`echo still; exit 4`))).toMatchObject({ code: 4, stdout: 'still\n' });
+    } finally {
+      await p.closeAll();
+      await stopSshd(strict);
+    }
+  });
+
   it('reports a refused connection as unreachable, and does not cache the failure', async () => {
     const port = await freePort();
     const p = createSshPool({ privateKey: sshd.clientKey, connectTimeoutMs: 5000, commandTimeoutMs: 5000 });

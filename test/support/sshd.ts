@@ -52,6 +52,8 @@ export interface SshdOptions {
   binds?: { from: string; to: string }[];
   /** sshd's MaxSessions (channels per connection). @defaultValue sshd's own, 10 */
   maxSessions?: number;
+  /** More sshd_config lines, e.g. `PermitTTY no`. */
+  config?: string[];
 }
 
 export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
@@ -79,6 +81,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     // and pyenv's rehash can block on a stale lock) out of the test.
     'SetEnv SHLVL=1',
     ...(opts.maxSessions ? [`MaxSessions ${opts.maxSessions}`] : []),
+    ...(opts.config ?? []),
     '',
   ].join('\n'));
   const sshdArgv = ['/usr/sbin/sshd', '-D', '-e', '-f', join(dir, 'sshd_config')];
