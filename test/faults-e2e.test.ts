@@ -255,7 +255,7 @@ describe('fault suite', () => {
       await runScenario(rb, fault, k, cell);
       cell.survived = true;
     } catch (e) {
-      cell.notes = `${cell.notes ? `${cell.notes}; ` : ''}${String(e instanceof Error ? e.message : e).split('\n').slice(0, 3).join(' ').slice(0, 400)}`;
+      cell.notes = `${cell.notes ? `${cell.notes}; ` : ''}${String(e instanceof Error ? e.message : e).split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 12).join(' ').slice(0, 600)}`;
       // FAULTS_LOG=file: what every worker of this cell logged goes to file.workers.
       if (process.env.FAULTS_LOG) {
         const logs = [...workerLogs].map(([pid, log]) => `--- worker ${pid}${workers.has(pid) ? '' : ' (exited)'}\n${log().split('\n').slice(-60).join('\n')}`);

@@ -12,7 +12,7 @@ import { createApprovalStore } from '../src/engine/approvals';
 import { MedicError } from '../src/engine/errors';
 import type { StepSpec } from '../src/engine/plan';
 import type { ChatSurface, ExecCheckpoint, JobRequest, Origin } from '../src/engine/types';
-import { createWorkflow, ExecutionResources } from '../src/engine/workflow';
+import { createWorkflow, ExecutionResources, stepDoneKey } from '../src/engine/workflow';
 import { createClusterLocks } from '../src/locks/cluster-lock';
 import { clusterConfig, snapshotOf, ClusterDescription } from './support/plan-state';
 import { TEST_REDIS_URL } from './support/harness';
@@ -252,6 +252,40 @@ describe('workflow', () => {
     expect(f.ran[0]).toBe('node.ensurePki node3');
     const resumed = (await f.audit.recent({ limit: 100 })).find((e) => e.type === 'job.resumed');
     expect(resumed?.data).toMatchObject({ fromStep: 5, total: 11 });
+  });
+
+  it.each([
+    ['died before recording it: the resuming worker records it, once, and says so in the thread', false],
+    ['had recorded it: nothing is recorded twice', true],
+  ])('a step checkpointed by a worker that then %s', async (_what, recorded) => {
+    const f = make();
+    f.state.d = { down: ['node3'] };
+    await planned(f, 'replace-member node3');
+    await f.wf.decide({ action: 'approve', planId: '1', origin: slack('U0BOB') });
+    await f.approvals.transition('1', ['approved'], 'running');
+    // The dead worker checkpointed step 4 (cursor 4); whether its record made it is the question.
+    if (recorded) {
+      await f.audit.append({ type: 'step.succeeded', cluster: 'prod-eu1', jobId: '1', actor: 'bot', data: { step: 'node.moveDataAside', index: 4, total: 11 } }, { once: stepDoneKey('1', 4) });
+    }
+    const states = ['done (0.2 s)', 'done (0.2 s)', 'done (0.1 s)', 'skipped (0.0 s)'];
+    const job = { ...f.enqueued[0].job, exec: { cursor: 4, outputs: {}, resumes: 0, startedAt: new Date().toISOString(), states } };
+    const report = await f.wf.executeJob(job, 'x1', io());
+    expect(report.verdict?.text).toMatch(/^done/);
+    expect(f.ran[0]).toBe('node.ensurePki node3');
+    const fourth = (await f.audit.recent({ limit: 200 })).filter((e) => ['step.succeeded', 'step.skipped'].includes(e.type) && e.data?.index === 4);
+    expect(fourth).toHaveLength(1);
+    if (recorded) {
+      expect(fourth[0].data?.recovered).toBeUndefined();
+      expect(f.posted.join('\n')).not.toMatch(/recorded on resume/);
+    } else {
+      // Its state was "skipped": recorded as such.
+      expect(fourth[0]).toMatchObject({ type: 'step.skipped', data: { index: 4, recovered: true } });
+      expect(f.posted.join('\n')).toMatch(/⏭ step 4\/11: node\.moveDataAside node3 — skipped \(0\.0 s\) — recorded on resume/);
+    }
+    // Every step of the plan accounted for exactly once from step 4 on.
+    const done = (await f.audit.recent({ limit: 200 })).filter((e) => ['step.succeeded', 'step.skipped'].includes(e.type));
+    for (let i = 4; i <= 11; i++) expect({ i, n: done.filter((e) => e.data?.index === i).length }).toEqual({ i, n: 1 });
+    expect((await f.audit.verify()).problems).toEqual([]);
   });
 
   it('a worker whose lease was lost stops before its next step and leaves the plan to the new holder', async () => {

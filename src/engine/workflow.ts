@@ -470,6 +470,8 @@ export function createWorkflow(deps: WorkflowDeps) {
         await checkpoint(exec);
         await audit('job.resumed', cluster.name, rec.id, 'bot', { worker: workerId, executeJob: jobId, fromStep: exec.cursor + 1, total: rec.plan.steps.length, resumes: exec.resumes, token: lease.token, handedOver: why });
         thread(`Resumed by another worker at step ${exec.cursor + 1}/${rec.plan.steps.length} (${why ? `the previous worker ${why}` : 'the previous worker stopped mid-job'}). Each step checks before it acts.`);
+        const recovered = await recordCheckpointedStep(rec, exec, cluster.name);
+        if (recovered) thread(recovered);
       }
       if (!deps.openResources) throw new MedicError('INTERNAL', 'this worker has no SSH key: it cannot run plans');
       resources = deps.openResources(cluster, rec.id, fence);
@@ -576,8 +578,9 @@ export function createWorkflow(deps: WorkflowDeps) {
           commands: cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output })),
           exitCode: cmds.length ? cmds[cmds.length - 1].exit : undefined,
         };
-        // Once per step and lease: a record Redis took although the call timed out is not stored twice.
-        const once = `${rec.id}:${type}:${i + 1}:${lease.token}`;
+        // Once per step of the plan: a record Redis took although the call timed out, or the one
+        // a resuming worker writes for a step whose worker died before recording it, is stored once.
+        const once = stepDoneKey(rec.id, i + 1);
         try {
           await audit(type, cluster.name, rec.id, 'bot', record, once);
         } catch (e) {
@@ -740,6 +743,26 @@ export function createWorkflow(deps: WorkflowDeps) {
     }
   }
 
+  /**
+   * A step is done once checkpointed; its record goes to the trail right after. A worker that
+   * died between the two left the step done but unrecorded: the worker resuming the plan
+   * records it (once: when the first record did make it, this one is not stored).
+   */
+  async function recordCheckpointedStep(rec: PlanView, exec: ExecCheckpoint, cluster: string): Promise<string | undefined> {
+    const i = exec.cursor - 1;
+    const s = rec.plan.steps[i];
+    if (!s) return undefined;
+    const state = exec.states[i] ?? 'done';
+    const type = state.startsWith('skipped') ? 'step.skipped' : 'step.succeeded';
+    const label = `step ${i + 1}/${rec.plan.steps.length}: ${s.action}${s.node ? ` ${s.node}` : ''}`;
+    const entry = await deps.audit.append({
+      type, cluster, jobId: rec.id, actor: 'bot',
+      data: { step: s.action, index: i + 1, total: rec.plan.steps.length, node: s.node, detail: `${state}; recorded on resume: the worker that ran it stopped before recording it`, recovered: true },
+    }, { once: stepDoneKey(rec.id, i + 1) });
+    // Its thread line went with the worker too: the thread shows it now.
+    return entry ? `${type === 'step.skipped' ? '⏭' : '✅'} ${label} — ${state} — recorded on resume: the worker that ran it stopped before recording it` : undefined;
+  }
+
   // Plan message edits, throttled: chat.update is rate-limited per workspace. One plan's
   // edits go out one after another, in the order they were made: an edit held back by a
   // 429 and retried must not land after the final one and show a finished plan as running.
@@ -797,6 +820,11 @@ export function requiredApprovals(command: Pick<CommandDef, 'risk' | 'minApprova
 /** A console drill override is recorded as such with every request and decision. */
 function identityOf(o: Origin): { identity?: 'os' | 'override' } {
   return o.adapter === 'console' && o.identity ? { identity: o.identity } : {};
+}
+
+/** The idempotency key of a step's done record: one per step of a plan, whichever worker writes it. */
+export function stepDoneKey(planId: string, index: number): string {
+  return `${planId}:step-done:${index}`;
 }
 
 function withoutResponseUrl(o: Origin): Origin {
