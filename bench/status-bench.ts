@@ -23,6 +23,7 @@ import { FakeSlack } from '../test/support/fake-slack';
 import { freePort } from '../test/support/sshd';
 import { startBot, stopProcess } from '../test/support/processes';
 import { signedSlashCommand } from '../test/support/slack-sign';
+import { mapBounded } from '../commands/fleet';
 import { hostEtcdctl, LAB_DIR, labConfigPath, labUp, waitLabHealthy } from '../test/support/lab';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 20);
@@ -44,13 +45,6 @@ async function timed(n: number, fn: () => Promise<unknown>): Promise<number[]> {
     out.push(performance.now() - t0);
   }
   return out;
-}
-
-async function inParallel<T>(items: T[], limit: number, fn: (x: T) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]);
-  }));
 }
 
 function labKeyType(): string {
@@ -163,7 +157,7 @@ async function fleetRows(redisUrl: string): Promise<string[][]> {
       const bot = await timed(Math.max(3, Math.round(RUNS / 4)), once);
       const calls = Array.from({ length: n }, (_, i) => i);
       const inTurn = (await timed(1, async () => { for (const _ of calls) await hostEtcdctl(['endpoint', 'status']); }))[0];
-      const parallel = (await timed(1, () => inParallel(calls, 32, () => hostEtcdctl(['endpoint', 'status']))))[0];
+      const parallel = (await timed(1, () => mapBounded(calls, 32, () => hostEtcdctl(['endpoint', 'status']))))[0];
       rows.push([String(n), String(bot.length), ms(median(bot)), ms(pct(bot, 99)), ms(inTurn), ms(parallel), ratio(median(bot), inTurn), ratio(median(bot), parallel)]);
     } finally {
       await h.stop();

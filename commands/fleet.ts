@@ -92,7 +92,7 @@ export function fleetReport(rows: FleetRow[], hidden: number, o: { jobId?: strin
 }
 
 /** fn over items, at most `limit` at a time, results in the items' order. */
-async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (x: T) => Promise<R>): Promise<R[]> {
+export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (x: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
   const lane = async () => {
