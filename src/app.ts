@@ -20,7 +20,7 @@ import { createClusterMemory } from './engine/cluster-memory';
 import { summarize } from './engine/status-summary';
 import { createClusterLocks } from './locks/cluster-lock';
 import { createWorkflow, ExecutionResources, maxRevision } from './engine/workflow';
-import { createJobResources } from './actions/context';
+import { createJobResources, JobResources } from './actions/context';
 import { runAction } from './actions/actions';
 import { createSnapshotStore } from './snapshot/store';
 import { createOffsite, type OffsiteOptions } from './snapshot/offsite';
@@ -107,6 +107,16 @@ export interface Probe {
   close(): Promise<void>;
 }
 
+
+/** A job's resources as the workflow runs steps on them; a fork is a view for a step run beside others. */
+function executionOf(res: JobResources): ExecutionResources {
+  return {
+    run: (step, ctx) => runAction(step, { ...ctx, res }),
+    takeCommands: () => res.takeCommands(),
+    fork: () => executionOf(res.view()),
+    close: () => res.close(),
+  };
+}
 /**
  * Status probes. With keepMs > 0 one SSH pool and one set of member links serve every probe
  * of this process: a warm status opens nothing. A connection that sat unused is checked
@@ -193,7 +203,8 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     enqueueExecution: (job, jobId) => queue.add(job, { jobId }),
     openResources: sshKey ? (cluster, _planId, fence): ExecutionResources => {
       const res = createJobResources({ cluster, sshKey, fence });
-      return { run: (step, ctx) => runAction(step, { ...ctx, res }), takeCommands: () => res.takeCommands(), close: () => res.close() };
+      res.warm();
+      return executionOf(res);
     } : undefined,
     log: (msg, extra) => opts.log.warn(extra ?? {}, msg),
     anchor,

@@ -16,7 +16,7 @@ import type { PlanView } from '../src/engine/approvals';
 import type { AuditEntry, AuditLog } from '../src/audit/audit-log';
 import type { NodeRuntime } from '../src/runtime/types';
 import { isMedicError } from '../src/engine/errors';
-import { membersChanged, planDiff } from '../src/engine/plan';
+import { membersChanged, parallelRanges, planDiff } from '../src/engine/plan';
 import { buildPlan, ClusterDescription, GiB, MEMBER_IDS, MiB, planState, stepList } from './support/plan-state';
 
 const C = 'prod-eu1';
@@ -126,6 +126,8 @@ describe('replace-member', () => {
     const actions = stepList(p);
     expect(actions.filter((a) => a === 'node.stopEtcd node3')).toHaveLength(1);
     expect(actions.filter((a) => a === 'node.moveDataAside node3')).toHaveLength(1);
+    // The old data moves aside while the PKI is checked; everything else one after another.
+    expect(parallelRanges(p.steps)).toEqual(['4-5']);
     expect(p.steps[p.steps.length - 1].params).toEqual({ voters: 3, node: 'node3' });
     expect(p.facts.map((f) => f.label)).toEqual(['Fault tolerance before', 'After removing', 'After adding back']);
     expect(p.facts[2].value).toBe('3/3 healthy voters, quorum 2, 1 failure tolerable');

@@ -189,6 +189,7 @@ describe('restore from a snapshot (lab)', () => {
     expect(text).toContain(rec.id);
     expect(text).toMatch(/Cluster token[\s\S]*etcd-medic-restore-[0-9a-f]{16}/);
     expect(text).toMatch(BUMPS ? /Revision bump[\s\S]*marked compacted, with etcdutl 3\.\d+\.\d+ on this worker's host/ : /revision is NOT bumped/);
+    expect(text).toMatch(/steps 2-4, 5-7, 9-11, 12-14 and 15-17 run at the same time/);
     const thread = await waitDone(h, plan.ts, 18);
     console.log(`restore --mode all: ${((Date.now() - started) / 1000).toFixed(1)} s from request to done`);
     expect(thread).toMatch(/Approved by U0BOB \(1\/2\)/);

@@ -13,7 +13,7 @@ import restore from '../commands/restore';
 import { commands } from '../commands';
 import { isMedicError } from '../src/engine/errors';
 import { parseInvocation } from '../src/engine/parse';
-import { membersChanged, PlanState } from '../src/engine/plan';
+import { membersChanged, parallelRanges, PlanState } from '../src/engine/plan';
 import { requiredApprovals } from '../src/engine/workflow';
 import { configSchema } from '../src/config/schema';
 import { DEFAULT_REVISION_BUMP, restoreToken } from '../src/restore/plan';
@@ -94,6 +94,9 @@ describe('restore plan', () => {
     expect(p.facts.find((f) => f.label === 'Snapshot age')).toMatchObject({ value: '12 min', volatile: true });
     expect(p.warnings.join('\n')).toMatch(/With etcd 3\.4 tooling \(etcdctl, no etcdutl\) the revision is NOT bumped and goes back to 4711: Kubernetes watch caches may then serve stale data/);
     expect(p.warnings.join('\n')).toMatch(/moved aside to \/var\/lib\/etcd\/member\.medic-job-<plan>-<time> \(kept, not deleted/);
+    // Each node's stop, data move, install, config and start run on all three at once; the
+    // file check before and the restore on the bot's host run alone.
+    expect(parallelRanges(p.steps)).toEqual(['2-4', '5-7', '9-11', '12-14', '15-17']);
   });
 
   it('--mode single: the first node restored alone and verified, then the add-member flow for the others, then a final verify', () => {
@@ -110,6 +113,8 @@ describe('restore plan', () => {
     expect(p.steps[7].params).toMatchObject({ token, initialCluster: ['node1=https://10.0.0.11:2380'], nodes: ['node1'] });
     expect(p.steps[9].params).toEqual({ node: 'node1', initialCluster: 'node1=https://10.0.0.11:2380', token });
     expect(p.steps[11].params).toEqual({ nodes: ['node1'], revision: '4711', liveKeys: 1000 });
+    // Stops and data moves on all nodes at once; each join moves old data aside while its PKI is checked.
+    expect(parallelRanges(p.steps)).toEqual(['2-4', '5-7', '14-15', '23-24']);
     // The joins verify 2 then 3 voters; the last step checks every member and the data.
     const verifies = p.steps.filter((s) => s.action === 'cluster.verify').map((s) => s.params);
     expect(verifies).toEqual([{ voters: 2, node: 'node2' }, { voters: 3, node: 'node3' }]);

@@ -13,6 +13,8 @@ import { MedicError } from '../src/engine/errors';
 import type { StepSpec } from '../src/engine/plan';
 import type { ChatSurface, ExecCheckpoint, JobRequest, Origin } from '../src/engine/types';
 import { createWorkflow, ExecutionResources, stepDoneKey } from '../src/engine/workflow';
+import type { CommandRecord } from '../src/actions/context';
+import type { StepOutcome } from '../src/actions/actions';
 import { createClusterLocks } from '../src/locks/cluster-lock';
 import { clusterConfig, snapshotOf, ClusterDescription } from './support/plan-state';
 import { TEST_REDIS_URL } from './support/harness';
@@ -145,7 +147,7 @@ describe('workflow', () => {
     expect(granted).toHaveLength(1);
   });
 
-  it('runs an approved plan step by step, checkpointing each, and records every step in a chain that verifies', async () => {
+  it('runs an approved plan step by step, checkpointing each (a batch once), and records every step in a chain that verifies', async () => {
     const f = make();
     f.state.d = { down: ['node3'] };
     await planned(f, 'replace-member node3');
@@ -155,7 +157,8 @@ describe('workflow', () => {
     expect(report.verdict?.text).toMatch(/^done: all 11 steps ran/);
     expect(f.ran).toHaveLength(11);
     expect(f.ran[1]).toBe('etcd.memberRemove node3');
-    expect(checkpoints.map((c) => c.cursor)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    // Steps 4 and 5 (data aside, PKI) are one batch: checkpointed together.
+    expect(checkpoints.map((c) => c.cursor)).toEqual([0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11]);
     expect((await f.approvals.get('1'))!.status).toBe('succeeded');
     expect(await f.locks.holder('prod-eu1')).toBeUndefined();
     const v = await f.audit.verify();
@@ -216,7 +219,7 @@ describe('workflow', () => {
     release();
     const report = await running;
     expect(f.ran).toHaveLength(3);
-    expect(report.verdict?.text).toMatch(/cancelled before step 4\/11: .*steps 1-3 ran, the rest did not/);
+    expect(report.verdict?.text).toMatch(/cancelled before steps 4-5\/11 at once: node\.moveDataAside node3, node\.ensurePki node3; steps 1-3 ran, the rest did not/);
     expect((await f.approvals.get('1'))!.status).toBe('stopped');
     expect(await f.locks.holder('prod-eu1')).toBeUndefined();
   });
@@ -286,6 +289,99 @@ describe('workflow', () => {
     const done = (await f.audit.recent({ limit: 200 })).filter((e) => ['step.succeeded', 'step.skipped'].includes(e.type));
     for (let i = 4; i <= 11; i++) expect({ i, n: done.filter((e) => e.data?.index === i).length }).toEqual({ i, n: 1 });
     expect((await f.audit.verify()).problems).toEqual([]);
+  });
+
+  describe('a batch: steps 4-5 of replace-member (data aside, PKI) run at the same time', () => {
+    const BATCH = ['node.moveDataAside', 'node.ensurePki'];
+    /**
+     * Resources with fork(); every step records one command of its own. `behave` runs the
+     * batch's steps (both must have started before either may finish); others just succeed.
+     */
+    function batchRun(f: Fixture, behave: (action: string, attempt: number) => Promise<StepOutcome>) {
+      const runs: string[] = [];
+      let bothStarted!: () => void;
+      const both = new Promise<void>((r) => { bothStarted = r; });
+      const resources = (): ExecutionResources => {
+        const cmds: CommandRecord[] = [];
+        return {
+          async run(step) {
+            runs.push(step.action);
+            cmds.push({ node: step.node ?? '-', command: `cmd of ${step.action} #${runs.filter((a) => a === step.action).length}`, exit: 0, durationMs: 1, output: '' });
+            if (!BATCH.includes(step.action)) return { status: 'done', detail: `ran ${step.action}` };
+            if (BATCH.every((a) => runs.includes(a))) bothStarted();
+            await Promise.race([both, new Promise((_r, reject) => setTimeout(() => reject(new Error('the other step of the batch did not start meanwhile')), 5000))]);
+            return behave(step.action, runs.filter((a) => a === step.action).length);
+          },
+          takeCommands: () => cmds.splice(0),
+          fork: () => resources(),
+          close: async () => undefined,
+        };
+      };
+      return { runs, wf: workflowWith(f, resources) };
+    }
+    const ofIndex = async (f: Fixture, type: string, index: number) => (await f.audit.recent({ limit: 300 })).filter((e) => e.type === type && e.data?.index === index);
+
+    it('both steps start before either ends; each records its own commands; one checkpoint for both', async () => {
+      const f = await approvedReplace();
+      const { runs, wf } = batchRun(f, async (a) => ({ status: 'done', detail: `ran ${a}` }));
+      const checkpoints: ExecCheckpoint[] = [];
+      const report = await wf.executeJob(f.enqueued[0].job, 'x1', io(checkpoints));
+      expect(report.verdict?.text).toMatch(/^done: all 11 steps ran/);
+      expect(runs).toHaveLength(11);
+      expect(checkpoints.map((c) => c.cursor)).toEqual([0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11]);
+      for (const [index, action] of [[4, 'node.moveDataAside'], [5, 'node.ensurePki']] as const) {
+        const done = await ofIndex(f, 'step.succeeded', index);
+        expect(done).toHaveLength(1);
+        expect(done[0].data?.commands).toEqual([expect.objectContaining({ command: `cmd of ${action} #1` })]);
+      }
+      expect((await f.audit.verify()).problems).toEqual([]);
+    });
+
+    it('a transient failure of one step runs that step again, not the other', async () => {
+      const f = await approvedReplace();
+      const { runs, wf } = batchRun(f, async (a, attempt) => {
+        if (a === 'node.ensurePki' && attempt === 1) throw new MedicError('SSH_UNREACHABLE', 'node3: connection dropped', true);
+        return { status: 'done', detail: `ran ${a}` };
+      });
+      const report = await wf.executeJob(f.enqueued[0].job, 'x1', io());
+      expect(report.verdict?.text).toMatch(/^done: all 11 steps ran/);
+      expect(runs.filter((a) => a === 'node.moveDataAside')).toHaveLength(1);
+      expect(runs.filter((a) => a === 'node.ensurePki')).toHaveLength(2);
+      expect(await ofIndex(f, 'step.retried', 5)).toHaveLength(1);
+      expect(await ofIndex(f, 'step.retried', 4)).toHaveLength(0);
+      expect(await ofIndex(f, 'step.succeeded', 4)).toHaveLength(1);
+      expect(await ofIndex(f, 'step.succeeded', 5)).toHaveLength(1);
+    }, 20_000);
+
+    it('a step that fails lets the other finish; the report says which ran; the plan stops before the batch', async () => {
+      const f = await approvedReplace();
+      const { runs, wf } = batchRun(f, async (a) => {
+        if (a === 'node.ensurePki') throw new MedicError('REMOTE_FAILED', 'node3: peer.crt does not match its key');
+        await new Promise((r) => setTimeout(r, 300));
+        return { status: 'done', detail: `ran ${a}` };
+      });
+      const checkpoints: ExecCheckpoint[] = [];
+      const report = await wf.executeJob(f.enqueued[0].job, 'x1', io(checkpoints));
+      expect(report.verdict?.text).toMatch(/failed at step 5\/11: node\.ensurePki node3: node3: peer\.crt does not match its key\. steps 1-3 ran, and of the steps run at once with it, step 4; later steps did not run/);
+      expect(runs).toHaveLength(5);
+      expect(await ofIndex(f, 'step.succeeded', 4)).toHaveLength(1);
+      expect(await ofIndex(f, 'step.failed', 5)).toHaveLength(1);
+      expect(checkpoints[checkpoints.length - 1]).toMatchObject({ cursor: 3 });
+      expect((await f.approvals.get('1'))!.status).toBe('failed');
+    });
+
+    it('checkpointed by a worker that died before recording it: the resuming worker records both steps, once', async () => {
+      const f = await approvedReplace();
+      await f.approvals.transition('1', ['approved'], 'running');
+      const states = ['done (0.2 s)', 'done (0.2 s)', 'done (0.1 s)', 'skipped (0.0 s)', 'done (0.1 s)'];
+      const job = { ...f.enqueued[0].job, exec: { cursor: 5, outputs: {}, resumes: 0, startedAt: new Date().toISOString(), states } };
+      const report = await f.wf.executeJob(job, 'x1', io());
+      expect(report.verdict?.text).toMatch(/^done/);
+      expect(f.ran[0]).toBe('etcd.memberAddLearner node3');
+      expect(await ofIndex(f, 'step.skipped', 4)).toEqual([expect.objectContaining({ data: expect.objectContaining({ recovered: true }) })]);
+      expect(await ofIndex(f, 'step.succeeded', 5)).toEqual([expect.objectContaining({ data: expect.objectContaining({ recovered: true }) })]);
+      expect(f.posted.join('\n')).toMatch(/step 4\/11: node\.moveDataAside node3 — skipped \(0\.0 s\) — recorded on resume[\s\S]*step 5\/11: node\.ensurePki node3 — done \(0\.1 s\) — recorded on resume/);
+    });
   });
 
   it('a worker whose lease was lost stops before its next step and leaves the plan to the new holder', async () => {

@@ -42,6 +42,18 @@ export interface JobResources {
    * before every remote command, file transfer and etcd call, and kills a command in flight.
    */
   beginStep(signal: AbortSignal): void;
+  /**
+   * Dials every node (SSH, then its etcd client's tunnel and TLS) at once, in the
+   * background, so the steps find their connections ready instead of dialling one node
+   * after another. Runs no command of the plan and records none; a node that can't be
+   * reached fails here silently and again, with its reason, in the step that needs it.
+   */
+  warm(): void;
+  /**
+   * The same connections with a command record and a step binding of its own: for steps
+   * that run at the same time. Closing a view closes the job's connections.
+   */
+  view(): JobResources;
   /** Closes every connection; from then on session(), etcd() and runtime() throw. */
   close(): Promise<void>;
 }
@@ -81,27 +93,12 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
     commandTimeoutMs: cluster.ssh.commandTimeoutMs,
   });
   const clients = new Map<string, Promise<{ client: EtcdMemberClient; close: () => Promise<void>; via: SshSession }>>();
-  const commands: CommandRecord[] = [];
-  let closed = false;
-  let stepSignal: AbortSignal | undefined;
-  // Every use goes through here: resources closed once stay closed, an aborted step acts no more.
-  const guard = (what: string) => {
-    if (closed) throw new MedicError('CANCELLED', `${what}: this job's connections are closed (the job stopped); nothing was run`);
-    if (stepSignal?.aborted) throw abortReason(stepSignal, `${what}: not run, the step was aborted`);
-  };
-  const guards: Guards = { guard, signal: () => stepSignal, fence: opts.fence, workDir: cluster.paths.workDir };
+  const state = { closed: false };
 
   const node = (name: string): NodeConfig => {
     const n = cluster.nodes.find((x) => x.name === name);
     if (!n) throw new MedicError('UNKNOWN_NODE', `node ${name} is not in cluster ${cluster.name}'s configuration`);
     return n;
-  };
-
-  const session = async (name: string): Promise<SshSession> => {
-    guard(`ssh ${name}`);
-    const raw = await pool.session(sshTargetFor(cluster, node(name)));
-    guard(`ssh ${name}`);
-    return guarded(raw, name, commands, guards);
   };
 
   const tlsFor = createTlsSource(cluster, opts.readLocalFile);
@@ -116,8 +113,8 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
     return { client, close: async () => { client.close(); await tunnel.close(); }, via: s };
   };
 
-  const etcd = async (name: string): Promise<EtcdMemberClient> => {
-    guard(`etcd on ${name}`);
+  /** The job's client for `name`'s member: one per member, dialled again if its SSH connection died. */
+  const clientOf = async (name: string): Promise<EtcdMemberClient> => {
     let p = clients.get(name);
     // A client whose tunnel's SSH connection died (the node went away, sshd restarted)
     // would fail every call until the step timed out: dial again instead.
@@ -132,47 +129,82 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
       clients.set(name, p);
       p.catch(() => { if (clients.get(name) === p) clients.delete(name); });
     }
-    const client = (await p).client;
-    guard(`etcd on ${name}`);
-    return guardedEtcd(client, name, guards);
+    return (await p).client;
   };
 
-  return {
-    cluster,
-    node,
-    session,
-    async runtime(name) {
-      return createRuntime(cluster.runtime, {
-        session: await session(name), node: name, paths: cluster.paths, systemd: cluster.systemd,
-      });
-    },
-    etcd,
-    async healthyEtcd(o = {}) {
-      const order = cluster.nodes.map((n) => n.name).filter((n) => !o.exclude?.includes(n))
-        .sort((a, b) => Number(b === o.prefer) - Number(a === o.prefer));
-      const why: string[] = [];
-      for (const name of order) {
-        try {
-          const client = await etcd(name);
-          const h = await client.health();
-          if (h.healthy) return { node: name, client };
-          why.push(`${name}: ${h.error ?? 'unhealthy'}`);
-        } catch (e) {
-          why.push(`${name}: ${describeError(e)}`);
-        }
-      }
-      throw new MedicError('ETCD_UNAVAILABLE', `no healthy member to talk to (${why.join('; ') || 'none left to try'})`, true);
-    },
-    takeCommands: () => commands.splice(0, commands.length),
-    beginStep(signal) { stepSignal = signal; },
-    async close() {
-      closed = true;
-      const all = [...clients.values()];
-      clients.clear();
-      await Promise.all(all.map((p) => p.then((c) => c.close(), () => undefined)));
-      await pool.closeAll();
-    },
+  const close = async () => {
+    state.closed = true;
+    const all = [...clients.values()];
+    clients.clear();
+    await Promise.all(all.map((p) => p.then((c) => c.close(), () => undefined)));
+    await pool.closeAll();
   };
+
+  // A view: the job's connections with its own command record and step signal, so steps
+  // that run at once each record their own commands and stop on their own timeout.
+  const view = (): JobResources => {
+    const commands: CommandRecord[] = [];
+    let stepSignal: AbortSignal | undefined;
+    // Every use goes through here: resources closed once stay closed, an aborted step acts no more.
+    const guard = (what: string) => {
+      if (state.closed) throw new MedicError('CANCELLED', `${what}: this job's connections are closed (the job stopped); nothing was run`);
+      if (stepSignal?.aborted) throw abortReason(stepSignal, `${what}: not run, the step was aborted`);
+    };
+    const guards: Guards = { guard, signal: () => stepSignal, fence: opts.fence, workDir: cluster.paths.workDir };
+
+    const session = async (name: string): Promise<SshSession> => {
+      guard(`ssh ${name}`);
+      const raw = await pool.session(sshTargetFor(cluster, node(name)));
+      guard(`ssh ${name}`);
+      return guarded(raw, name, commands, guards);
+    };
+
+    const etcd = async (name: string): Promise<EtcdMemberClient> => {
+      guard(`etcd on ${name}`);
+      const client = await clientOf(name);
+      guard(`etcd on ${name}`);
+      return guardedEtcd(client, name, guards);
+    };
+
+    return {
+      cluster,
+      node,
+      session,
+      async runtime(name) {
+        return createRuntime(cluster.runtime, {
+          session: await session(name), node: name, paths: cluster.paths, systemd: cluster.systemd,
+        });
+      },
+      etcd,
+      async healthyEtcd(o = {}) {
+        const order = cluster.nodes.map((n) => n.name).filter((n) => !o.exclude?.includes(n))
+          .sort((a, b) => Number(b === o.prefer) - Number(a === o.prefer));
+        const why: string[] = [];
+        for (const name of order) {
+          try {
+            const client = await etcd(name);
+            const h = await client.health();
+            if (h.healthy) return { node: name, client };
+            why.push(`${name}: ${h.error ?? 'unhealthy'}`);
+          } catch (e) {
+            why.push(`${name}: ${describeError(e)}`);
+          }
+        }
+        throw new MedicError('ETCD_UNAVAILABLE', `no healthy member to talk to (${why.join('; ') || 'none left to try'})`, true);
+      },
+      takeCommands: () => commands.splice(0, commands.length),
+      warm() {
+        for (const n of cluster.nodes) {
+          // health() never throws: it makes the client dial (TLS, HTTP/2) once, here.
+          if (!state.closed) void clientOf(n.name).then((c) => c.health(), () => undefined);
+        }
+      },
+      beginStep(signal) { stepSignal = signal; },
+      view,
+      close,
+    };
+  };
+  return view();
 }
 
 interface Guards {

@@ -12,13 +12,16 @@ export async function ensurePki(ctx: ActionContext, nodeName: string): Promise<S
   const pki = res.cluster.paths.pki;
   const node = res.node(nodeName);
   const ip = new URL(node.peerUrl).hostname;
+  // The node's own PKI is read while a healthy member is found to compare it with.
+  const target = await res.session(nodeName);
+  const targetState = inspectPki(target, pki);
+  targetState.catch(() => undefined);
   const { node: donor } = await res.healthyEtcd({ exclude: [nodeName] });
   const donorSession = await res.session(donor);
   const donorState = await inspectPki(donorSession, pki);
   const clusterCaSha256 = donorState.files['ca.crt'].sha256;
   if (!clusterCaSha256) throw new MedicError('REMOTE_FAILED', `${donor} has no ${pki}/ca.crt: can't tell which CA the cluster uses`);
-  const target = await res.session(nodeName);
-  const actions = planPki(await inspectPki(target, pki), { name: nodeName, ip }, { clusterCaSha256 });
+  const actions = planPki(await targetState, { name: nodeName, ip }, { clusterCaSha256 });
   if (!actions.length) return { status: 'skipped', detail: `${nodeName}: CA and certificates already in place and valid` };
   const done: string[] = [];
   for (const a of actions) {

@@ -86,8 +86,9 @@ export function additionSteps(state: PlanState, node: string, votersAfter: numbe
   return [
     step('node.stopEtcd', node, { node }, `make sure no etcd runs on ${node} (a stale member would rejoin): ${state.cluster.runtime === 'systemd'
       ? `systemctl stop ${state.cluster.systemd.unit}` : `manifest moved to ${p.workDir}`}`),
-    step('node.moveDataAside', node, { node }, `move any old ${p.dataDir}/member on ${node} aside (kept, not deleted)`),
-    step('node.ensurePki', node, { node }, `etcd CA on ${node} (copied over SFTP from a healthy member if missing); server, peer and healthcheck-client certificates generated if missing or wrong`),
+    // The old data moves aside while the certificates are checked: different files, both needed before the join.
+    step('node.moveDataAside', node, { node }, `move any old ${p.dataDir}/member on ${node} aside (kept, not deleted)`, `prepare ${node}`),
+    step('node.ensurePki', node, { node }, `etcd CA on ${node} (copied over SFTP from a healthy member if missing); server, peer and healthcheck-client certificates generated if missing or wrong`, `prepare ${node}`),
     step('etcd.memberAddLearner', node, { node }, `add ${node} (${peer}) as a learner: it can't vote until promoted`),
     step('node.writeConfig', node, { node }, `write ${node}'s etcd config (${state.cluster.runtime === 'systemd'
       ? `systemd: ${state.cluster.systemd.envFile}` : `static pod: ${state.cluster.paths.manifest}`}) with --initial-cluster-state=existing and the full --initial-cluster, backup kept in ${p.workDir}`),

@@ -1,6 +1,7 @@
 /** How a plan looks in chat: the steps, the numbers it rests on, who approved, where it is. */
 import type { PlanView } from './approvals';
 import type { Report } from './report';
+import { parallelRanges } from './plan';
 
 const STATUS_TEXT: Record<PlanView['status'], string> = {
   pending: 'waiting for approval',
@@ -48,9 +49,18 @@ export function planReport(v: PlanView, states: string[] = v.states ?? []): Repo
     }],
     notes: [
       ...v.plan.warnings,
+      ...atOnce(v.plan.steps),
       ...(v.supersedes ? [`replaces plan ${v.supersedes}, whose cluster state changed before it ran`] : []),
     ],
     context: [`plan ${v.hash.slice(0, 12)} · requested ${v.createdAt} · details in the thread`],
     actions: buttons.length ? { planId: v.id, buttons } : undefined,
   };
+}
+
+/** Which steps run at the same time, in words: the plan shows exactly what runs. */
+function atOnce(steps: PlanView['plan']['steps']): string[] {
+  const ranges = parallelRanges(steps);
+  if (!ranges.length) return [];
+  const list = ranges.length === 1 ? ranges[0] : `${ranges.slice(0, -1).join(', ')} and ${ranges[ranges.length - 1]}`;
+  return [`steps ${list} run at the same time (independent of each other; the next step starts once all of them are done)`];
 }

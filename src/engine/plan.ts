@@ -49,6 +49,11 @@ export interface StepSpec {
   params: Record<string, StepParam>;
   /** What it will change, in words shown in the plan. */
   describe: string;
+  /**
+   * Adjacent steps of one group run at the same time (independent of each other);
+   * the plan says so. Without it a step runs alone.
+   */
+  group?: string;
 }
 
 export interface Fact {
@@ -101,8 +106,30 @@ export interface PlanState {
   hostTools?: HostTool[];
 }
 
-export function step(action: ActionName, node: string | undefined, params: Record<string, StepParam>, describe: string): StepSpec {
-  return { action, node, params, describe };
+export function step(action: ActionName, node: string | undefined, params: Record<string, StepParam>, describe: string, group?: string): StepSpec {
+  return group ? { action, node, params, describe, group } : { action, node, params, describe };
+}
+
+/**
+ * Where the batch starting at step index `i` ends (exclusive): adjacent steps of the same
+ * `group` run at the same time; a step without one runs alone.
+ */
+export function batchEnd(steps: readonly StepSpec[], i: number): number {
+  const g = steps[i]?.group;
+  let end = i + 1;
+  while (g && end < steps.length && steps[end].group === g) end++;
+  return end;
+}
+
+/** The plan's batches of more than one step, as 1-based "first-last" ranges. */
+export function parallelRanges(steps: readonly StepSpec[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < steps.length;) {
+    const end = batchEnd(steps, i);
+    if (end - i > 1) out.push(`${i + 1}-${end}`);
+    i = end;
+  }
+  return out;
 }
 
 /** A planner's refusal: the plan would be unsafe. Nothing runs; the reason is shown. */

@@ -16,7 +16,7 @@ import type { ApprovalStore, PlanRecord, PlanView } from './approvals';
 import type { CommandDef } from './command';
 import { abortableSleep, abortReason, untilAborted } from './abort';
 import { describeError, isMedicError, MedicError } from './errors';
-import { basisOf, canonicalJson, membersChanged, Plan, planDiff, planHash } from './plan';
+import { basisOf, batchEnd, canonicalJson, membersChanged, Plan, planDiff, planHash } from './plan';
 import { planReport } from './plan-report';
 import { matches } from './policy';
 import { errorReport, Report } from './report';
@@ -32,6 +32,11 @@ export interface ExecutionResources {
   run(step: Plan['steps'][number], ctx: Omit<ActionContext, 'res'>): Promise<StepOutcome>;
   /** Commands run on nodes since the last call. */
   takeCommands(): CommandRecord[];
+  /**
+   * The same connections with their own command record and step binding, for steps that
+   * run at the same time (a batch). Without it, a batch's steps run one after another.
+   */
+  fork?(): ExecutionResources;
   close(): Promise<void>;
 }
 
@@ -432,6 +437,8 @@ export function createWorkflow(deps: WorkflowDeps) {
       },
     };
     try {
+      // Dialled while the plan is checked again: the first steps find their connections up.
+      resources = deps.openResources?.(cluster, rec.id, fence);
       if (!resumed) {
         // The approval binds to what was shown: the same steps, facts and members (not the
         // leader, health or indexes, which flap while a cluster burns).
@@ -473,12 +480,20 @@ export function createWorkflow(deps: WorkflowDeps) {
         const recovered = await recordCheckpointedStep(rec, exec, cluster.name);
         if (recovered) thread(recovered);
       }
-      if (!deps.openResources) throw new MedicError('INTERNAL', 'this worker has no SSH key: it cannot run plans');
-      resources = deps.openResources(cluster, rec.id, fence);
+      if (!deps.openResources || !resources) throw new MedicError('INTERNAL', 'this worker has no SSH key: it cannot run plans');
       const steps = rec.plan.steps;
-      for (let i = exec.cursor; i < steps.length; i++) {
-        const s = steps[i];
-        const label = `step ${i + 1}/${steps.length}: ${s.action}${s.node ? ` ${s.node}` : ''}`;
+      const labelOf = (i: number) => `step ${i + 1}/${steps.length}: ${steps[i].action}${steps[i].node ? ` ${steps[i].node}` : ''}`;
+      const commandsOf = (cmds: CommandRecord[]) => cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output }));
+      for (let i = exec.cursor; i < steps.length;) {
+        // A batch: one step, or adjacent steps of one group (independent of each other), run at
+        // the same time. It is checkpointed once all of it is done.
+        const end = batchEnd(steps, i);
+        const batch = Array.from({ length: end - i }, (_, k) => i + k);
+        const sameAction = batch.every((k) => steps[k].action === steps[i].action);
+        const label = batch.length === 1 ? labelOf(i)
+          : `steps ${i + 1}-${end}/${steps.length} at once: ${sameAction
+            ? `${steps[i].action} ${batch.map((k) => steps[k].node ?? '-').join(', ')}`
+            : batch.map((k) => `${steps[k].action}${steps[k].node ? ` ${steps[k].node}` : ''}`).join(', ')}`;
         // One script decides: a cancel recorded before this point stops the plan here; one
         // arriving later is seen at the next boundary (none is lost between two reads).
         if (await deps.approvals.stopIfCancelled(rec.id)) {
@@ -496,97 +511,152 @@ export function createWorkflow(deps: WorkflowDeps) {
         if (!(await lease.renew())) throw new MedicError('LEASE_LOST', `lost the lock on ${cluster.name} before ${label}`);
         await lease.update(label);
         await deps.approvals.setExtra(rec.id, { progress: label });
-        await audit('step.started', cluster.name, rec.id, 'bot', { step: s.action, index: i + 1, total: steps.length, node: s.node, describe: s.describe });
-        await io.progress(`▶ ${label} — ${s.describe}`);
-        void updateMessage(rec.id, exec.states).catch(() => undefined);
-        const started = Date.now();
-        let outcome!: StepOutcome;
-        const stepCtx = {
+        for (const k of batch) {
+          const s = steps[k];
+          await audit('step.started', cluster.name, rec.id, 'bot', { step: s.action, index: k + 1, total: steps.length, node: s.node, describe: s.describe });
+          await io.progress(`▶ ${labelOf(k)} — ${s.describe}`);
+        }
+        // What the plan message shows meanwhile: the batch running, its steps done as they end.
+        const shown = [...exec.states.slice(0, i), ...batch.map(() => 'running')];
+        void updateMessage(rec.id, shown).catch(() => undefined);
+        const stepCtxOf = (k: number) => ({
           planId: rec.id, requester: rec.requester, outputs: exec.outputs, snapshots: deps.snapshots, memory: deps.memory, signal: abort.signal,
           tag: `job-${rec.id}-${rec.createdAt.replace(/[-:]/g, '').slice(0, 15)}`,
           progress: (text: string) => {
-            void deps.approvals.setExtra(rec.id, { progress: `${label} — ${text}` })
-              .then(() => updateMessage(rec.id, exec.states)).catch(() => undefined);
+            void deps.approvals.setExtra(rec.id, { progress: `${labelOf(k)} — ${text}` })
+              .then(() => updateMessage(rec.id, shown)).catch(() => undefined);
             void io.progress(`  … ${text}`).catch(() => undefined);
           },
           verify: async () => verifyCluster(cluster),
+        });
+        const ran = new Map<number, { outcome: StepOutcome; durationMs: number; cmds: CommandRecord[] }>();
+        const lineOf = (k: number): string => {
+          const { outcome, durationMs, cmds } = ran.get(k)!;
+          return `${outcome.status === 'skipped' ? '⏭' : '✅'} ${labelOf(k)} — ${secs(durationMs)} — ${outcome.detail}${commandLines(cmds)}`;
         };
-        try {
-          let waited = 0;
-          for (let attempt = 1; ; attempt++) {
+
+        /** A finished step's console line and audit record (once per step of the plan). */
+        const recordStep = async (k: number): Promise<void> => {
+          const s = steps[k];
+          const { outcome, durationMs, cmds } = ran.get(k)!;
+          await io.progress(`${outcome.status === 'skipped' ? '⏭' : '✅'} ${labelOf(k)} — ${secs(durationMs)} — ${outcome.detail}`).catch(() => undefined);
+          const type = outcome.status === 'skipped' ? 'step.skipped' : 'step.succeeded';
+          const last = cmds[cmds.length - 1];
+          const record = {
+            step: s.action, index: k + 1, total: steps.length, node: s.node, durationMs, detail: outcome.detail,
+            command: last?.command, output: last?.output, commands: commandsOf(cmds), exitCode: last?.exit,
+          };
+          // Once per step of the plan: a record Redis took although the call timed out, or the one
+          // a resuming worker writes for a step whose worker died before recording it, is stored once.
+          const once = stepDoneKey(rec.id, k + 1);
+          try {
+            await audit(type, cluster.name, rec.id, 'bot', record, once);
+          } catch (e) {
+            recordLater(type, cluster.name, rec.id, record, once);
+            throw e;
+          }
+        };
+        let pending = batch;
+        let waited = 0;
+        const started = Date.now();
+        for (let attempt = 1; ; attempt++) {
+          const current = resources;
+          // Steps of a batch each record their own commands and stop on their own timeout; a
+          // worker without fork() runs them one after another.
+          const together = batch.length > 1 && !!current.fork;
+          const runOne = async (k: number) => {
+            const res = together ? current.fork!() : current;
             try {
               // The runner aborts on the same signal; racing it here too means no action that
               // ignores its signal can keep this job from stopping.
-              outcome = await untilAborted(abort.signal, resources.run(s, stepCtx));
+              const outcome = await untilAborted(abort.signal, res.run(steps[k], stepCtxOf(k)));
               if (abort.signal.aborted) throw abortReason(abort.signal);
-              break;
+              const durationMs = Date.now() - started;
+              ran.set(k, { outcome, durationMs, cmds: res.takeCommands() });
+              shown[k] = `${outcome.status} (${secs(durationMs)})`;
+              if (batch.length > 1) void updateMessage(rec.id, shown).catch(() => undefined);
             } catch (e) {
-              const delay = retryDelayMs(attempt);
-              if (abort.signal.aborted || waited + delay > STEP_RETRY_BUDGET_MS || !isTransient(e)) throw e;
-              waited += delay;
-              // A dropped SSH connection or a member blinking: the step runs again on fresh
-              // connections once the old ones (and anything still running on them) are cut.
-              const cmds = resources.takeCommands();
-              await resources.close().catch(() => undefined);
-              await audit('step.retried', cluster.name, rec.id, 'bot', {
-                step: s.action, index: i + 1, total: steps.length, node: s.node, attempt, error: describeError(e),
-                commands: cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output })),
-              });
-              thread(`↻ ${label}: ${describeError(e)}. Trying again in ${delay / 1000} s on fresh connections (attempt ${attempt + 1}; retries stop after ${STEP_RETRY_BUDGET_MS / 1000} s); the step checks before it acts.`);
-              await abortableSleep(delay, abort.signal);
-              resources = deps.openResources(cluster, rec.id, fence);
+              throw Object.assign(new Error('step failed'), { step: k, error: e, durationMs: Date.now() - started, cmds: res.takeCommands() });
+            }
+          };
+          const tried: PromiseSettledResult<void>[] = [];
+          if (together) tried.push(...await Promise.allSettled(pending.map(runOne)));
+          else {
+            for (const k of pending) {
+              const [t] = await Promise.allSettled([runOne(k)]);
+              tried.push(t);
+              if (t.status === 'rejected') break;
             }
           }
-        } catch (e) {
+          const failures = tried.flatMap((t) => (t.status === 'rejected' ? [t.reason as { step: number; error: unknown; durationMs: number; cmds: CommandRecord[] }] : []));
+          if (!failures.length) break;
+          const delay = retryDelayMs(attempt);
+          if (!abort.signal.aborted && waited + delay <= STEP_RETRY_BUDGET_MS && failures.every((f) => isTransient(f.error))) {
+            waited += delay;
+            // A dropped SSH connection or a member blinking: the failed steps run again on fresh
+            // connections once the old ones (and anything still running on them) are cut.
+            await resources.close().catch(() => undefined);
+            for (const f of failures) {
+              const s = steps[f.step];
+              await audit('step.retried', cluster.name, rec.id, 'bot', {
+                step: s.action, index: f.step + 1, total: steps.length, node: s.node, attempt, error: describeError(f.error), commands: commandsOf(f.cmds),
+              });
+              thread(`↻ ${labelOf(f.step)}: ${describeError(f.error)}. Trying again in ${delay / 1000} s on fresh connections (attempt ${attempt + 1}; retries stop after ${STEP_RETRY_BUDGET_MS / 1000} s); the step checks before it acts.`);
+            }
+            if (await abortableSleep(delay, abort.signal).then(() => true, () => false)) {
+              resources = deps.openResources(cluster, rec.id, fence);
+              pending = pending.filter((k) => !ran.has(k));
+              continue;
+            }
+          }
           // Whatever ended the step, nothing of it may act from here on.
-          if (!abort.signal.aborted) abort.abort(isMedicError(e) ? e : new MedicError('CANCELLED', `the step failed: ${describeError(e)}`));
+          const first = failures[0];
+          if (!abort.signal.aborted) abort.abort(isMedicError(first.error) ? first.error : new MedicError('CANCELLED', `the step failed: ${describeError(first.error)}`));
           await resources.close().catch(() => undefined);
-          const durationMs = Date.now() - started;
-          const cmds = resources.takeCommands();
-          const err = abort.signal.aborted && isMedicError(abort.signal.reason) && ['LEASE_LOST', 'SHUTDOWN'].includes(abort.signal.reason.code) ? abort.signal.reason : e;
-          const failed = {
-            step: s.action, index: i + 1, total: steps.length, node: s.node, durationMs, error: describeError(err),
-            command: cmds.length ? cmds[cmds.length - 1].command : undefined,
-            exitCode: cmds.length ? cmds[cmds.length - 1].exit ?? undefined : undefined,
-            commands: cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output })),
-          };
-          // Without the lease, Redis may be what failed: don't wait on it to let go.
-          if (keep.lost) recordLater('step.failed', cluster.name, rec.id, failed);
-          else await audit('step.failed', cluster.name, rec.id, 'bot', failed).catch(() => undefined);
-          exec.states[i] = `${isMedicError(err) && err.code === 'SHUTDOWN' ? 'interrupted' : 'failed'} (${secs(durationMs)})`;
-          deps.metrics?.step(s.action, isMedicError(err) && err.code === 'SHUTDOWN' ? 'interrupted' : 'failed', durationMs / 1000);
-          throw Object.assign(err instanceof Error ? err : new Error(String(err)), { failedStep: label, doneSteps: i });
+          const lost = abort.signal.aborted && isMedicError(abort.signal.reason) && ['LEASE_LOST', 'SHUTDOWN'].includes(abort.signal.reason.code) ? abort.signal.reason : undefined;
+          for (const f of failures) {
+            const s = steps[f.step];
+            const err = lost ?? f.error;
+            const last = f.cmds[f.cmds.length - 1];
+            const failed = {
+              step: s.action, index: f.step + 1, total: steps.length, node: s.node, durationMs: f.durationMs, error: describeError(err),
+              command: last?.command, exitCode: last?.exit ?? undefined, commands: commandsOf(f.cmds),
+            };
+            // Without the lease, Redis may be what failed: don't wait on it to let go.
+            if (keep.lost) recordLater('step.failed', cluster.name, rec.id, failed);
+            else await audit('step.failed', cluster.name, rec.id, 'bot', failed).catch(() => undefined);
+            const how = isMedicError(err) && err.code === 'SHUTDOWN' ? 'interrupted' : 'failed';
+            exec.states[f.step] = `${how} (${secs(f.durationMs)})`;
+            deps.metrics?.step(s.action, how, f.durationMs / 1000);
+          }
+          // Steps of the batch that did finish are in the trail; the batch as a whole runs
+          // again on resume (each step checks before it acts).
+          const alsoDone = [...ran.keys()].sort((a, b) => a - b);
+          for (const k of alsoDone) {
+            const r = ran.get(k)!;
+            exec.states[k] = `${r.outcome.status} (${secs(r.durationMs)})`;
+            deps.metrics?.step(steps[k].action, r.outcome.status, r.durationMs / 1000);
+            thread(lineOf(k));
+          }
+          for (const k of alsoDone) await recordStep(k).catch(() => undefined);
+          const err = lost ?? first.error;
+          throw Object.assign(err instanceof Error ? err : new Error(String(err)), { failedStep: labelOf(first.step), doneSteps: i, alsoDone: alsoDone.map((k) => k + 1) });
         }
-        const durationMs = Date.now() - started;
-        const cmds = resources.takeCommands();
-        exec.cursor = i + 1;
-        Object.assign(exec.outputs, outcome.outputs ?? {});
-        exec.states[i] = `${outcome.status} (${secs(durationMs)})`;
-        deps.metrics?.step(s.action, outcome.status, durationMs / 1000);
+        exec.cursor = end;
+        for (const k of batch) {
+          const r = ran.get(k)!;
+          Object.assign(exec.outputs, r.outcome.outputs ?? {});
+          exec.states[k] = `${r.outcome.status} (${secs(r.durationMs)})`;
+          deps.metrics?.step(steps[k].action, r.outcome.status, r.durationMs / 1000);
+        }
         await checkpoint(exec);
-        // Checkpointed: the step counts as done. Its line goes to the thread before anything
-        // else may wait on Redis, so a worker cut off right now still leaves it in the trail.
-        const line = `${outcome.status === 'skipped' ? '⏭' : '✅'} ${label} — ${secs(durationMs)} — ${outcome.detail}`;
-        thread(line + commandLines(cmds));
-        await io.progress(line).catch(() => undefined);
+        // Checkpointed: the steps count as done. Their lines go to the thread before anything
+        // else may wait on Redis, so a worker cut off right now still leaves them in the trail.
+        for (const k of batch) thread(lineOf(k));
         await deps.approvals.setExtra(rec.id, { states: JSON.stringify(exec.states) }).catch(() => undefined);
-        const type = outcome.status === 'skipped' ? 'step.skipped' : 'step.succeeded';
-        const record = {
-          step: s.action, index: i + 1, total: steps.length, node: s.node, durationMs, detail: outcome.detail,
-          command: cmds.length ? cmds[cmds.length - 1].command : undefined,
-          output: cmds.length ? cmds[cmds.length - 1].output : undefined,
-          commands: cmds.map((c) => ({ node: c.node, command: c.command, exitCode: c.exit, durationMs: c.durationMs, output: c.output })),
-          exitCode: cmds.length ? cmds[cmds.length - 1].exit : undefined,
-        };
-        // Once per step of the plan: a record Redis took although the call timed out, or the one
-        // a resuming worker writes for a step whose worker died before recording it, is stored once.
-        const once = stepDoneKey(rec.id, i + 1);
-        try {
-          await audit(type, cluster.name, rec.id, 'bot', record, once);
-        } catch (e) {
-          recordLater(type, cluster.name, rec.id, record, once);
-          throw e;
-        }
+        for (const k of batch) await recordStep(k);
+        i = end;
+
       }
       // Every step done; only the holder of the lease reports it: a worker cut off from Redis
       // after the last step has been replaced by one that resumed past the end and reports.
@@ -613,6 +683,8 @@ export function createWorkflow(deps: WorkflowDeps) {
       keep.stop();
       const failedStep = (e as { failedStep?: string }).failedStep;
       const doneSteps = (e as { doneSteps?: number }).doneSteps ?? exec.cursor;
+      const alsoDone = (e as { alsoDone?: number[] }).alsoDone ?? [];
+      const ranText = `${done(doneSteps)}${alsoDone.length ? `, and of the steps run at once with it, ${alsoDone.length === 1 ? 'step' : 'steps'} ${alsoDone.join(', ')}` : ''}`;
       // Stop acting on the cluster before describing it: a timed-out step may still be in flight.
       if (!abort.signal.aborted) abort.abort(new MedicError('CANCELLED', 'the job stopped'));
       await resources?.close().catch(() => undefined);
@@ -644,7 +716,7 @@ export function createWorkflow(deps: WorkflowDeps) {
       deps.metrics?.job(rec.command, 'failed');
       await audit('job.failed', cluster.name, rec.id, 'bot', { step: failedStep, error: describeError(e) }).catch(() => undefined);
       const report = await anchored(await finalReport(cluster, title, 'critical',
-        `failed${failedStep ? ` at ${failedStep}` : ''}: ${describeError(e)}. ${done(doneSteps)}; later steps did not run, and the cluster is as shown below. Fix the cause, then request again (each step checks before it acts).`));
+        `failed${failedStep ? ` at ${failedStep}` : ''}: ${describeError(e)}. ${ranText}; later steps did not run, and the cluster is as shown below. Fix the cause, then request again (each step checks before it acts).`));
       thread(report);
       await updateMessage(rec.id, exec.states, true).catch(() => undefined);
       return report;
@@ -749,18 +821,25 @@ export function createWorkflow(deps: WorkflowDeps) {
    * records it (once: when the first record did make it, this one is not stored).
    */
   async function recordCheckpointedStep(rec: PlanView, exec: ExecCheckpoint, cluster: string): Promise<string | undefined> {
-    const i = exec.cursor - 1;
-    const s = rec.plan.steps[i];
-    if (!s) return undefined;
-    const state = exec.states[i] ?? 'done';
-    const type = state.startsWith('skipped') ? 'step.skipped' : 'step.succeeded';
-    const label = `step ${i + 1}/${rec.plan.steps.length}: ${s.action}${s.node ? ` ${s.node}` : ''}`;
-    const entry = await deps.audit.append({
-      type, cluster, jobId: rec.id, actor: 'bot',
-      data: { step: s.action, index: i + 1, total: rec.plan.steps.length, node: s.node, detail: `${state}; recorded on resume: the worker that ran it stopped before recording it`, recovered: true },
-    }, { once: stepDoneKey(rec.id, i + 1) });
-    // Its thread line went with the worker too: the thread shows it now.
-    return entry ? `${type === 'step.skipped' ? '⏭' : '✅'} ${label} — ${state} — recorded on resume: the worker that ran it stopped before recording it` : undefined;
+    const steps = rec.plan.steps;
+    // The last checkpoint ended a batch: every step of it may be the one left unrecorded.
+    let first = exec.cursor - 1;
+    while (first > 0 && steps[first].group && steps[first - 1].group === steps[first].group) first--;
+    const lines: string[] = [];
+    for (let i = Math.max(first, 0); i < exec.cursor; i++) {
+      const s = steps[i];
+      if (!s) continue;
+      const state = exec.states[i] ?? 'done';
+      const type = state.startsWith('skipped') ? 'step.skipped' : 'step.succeeded';
+      const label = `step ${i + 1}/${steps.length}: ${s.action}${s.node ? ` ${s.node}` : ''}`;
+      const entry = await deps.audit.append({
+        type, cluster, jobId: rec.id, actor: 'bot',
+        data: { step: s.action, index: i + 1, total: steps.length, node: s.node, detail: `${state}; recorded on resume: the worker that ran it stopped before recording it`, recovered: true },
+      }, { once: stepDoneKey(rec.id, i + 1) });
+      // Its thread line went with the worker too: the thread shows it now.
+      if (entry) lines.push(`${type === 'step.skipped' ? '⏭' : '✅'} ${label} — ${state} — recorded on resume: the worker that ran it stopped before recording it`);
+    }
+    return lines.length ? lines.join('\n') : undefined;
   }
 
   // Plan message edits, throttled: chat.update is rate-limited per workspace. One plan's
@@ -857,3 +936,4 @@ function withDeadline<T>(p: Promise<T>, ms: number, what = 'waiting'): Promise<T
     new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new MedicError('TIMEOUT', `${what}: no answer within ${ms / 1000} s`)), ms); }),
   ]).finally(() => clearTimeout(timer));
 }
+
