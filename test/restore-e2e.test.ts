@@ -209,6 +209,16 @@ describe('restore from a snapshot (lab)', () => {
     expect(existsSync(join(TEST_SNAPSHOT_DIR, '.restore', planId))).toBe(false);
   });
 
+  it('restore --mode all of a cluster that still serves: the stops run at once and the leader stops last, without waiting on a leadership transfer', async () => {
+    await waitLabHealthy();
+    const { plan } = await requestAndApprove(h, rec.id, 'all');
+    const thread = await waitDone(h, plan.ts, 18);
+    // One of steps 2-4 found its node leading and stopped it once the other two were down.
+    expect(thread).toMatch(/step [234]\/18: node\.stopEtcd (node\d) — [\d.]+ s — etcd on \1 stopped \(kubeadm-static-pod\); it led the cluster, so it stopped after node\d, node\d/);
+    await messageMatches(h, plan.ts, /done/);
+    await expectRestored(rec);
+  });
+
   it('a damaged snapshot: the plan is posted, but the first step refuses it and no node is touched; an unverified one is refused at once', async () => {
     await waitLabHealthy();
     const ids = await memberIdsByName();
@@ -262,8 +272,8 @@ describe('restore from a snapshot (lab)', () => {
       procs.push(a.child);
       logs.push(['worker A', a.log]);
       const { plan, planId } = await requestAndApprove(web, rec.id, 'all');
-      // Killed once node1's data is installed: the other installs are in flight or to come.
-      await web.fake.waitFor(() => /step 9\/18: restore\.installData node1/.test(threadText(web, plan.ts)) || undefined, 180_000);
+      // Killed once the data is prepared: the installs (steps 9-11, one batch) are in flight or to come.
+      await web.fake.waitFor(() => /step 8\/18: restore\.prepareData/.test(threadText(web, plan.ts)) || undefined, 180_000);
       a.child.kill('SIGKILL');
       await stopProcess(a.child);
       expect(threadText(web, plan.ts)).not.toMatch(/done: all 18 steps ran/);

@@ -80,7 +80,11 @@ describe('restore plan', () => {
     const initialCluster = ['node1=https://10.0.0.11:2380', 'node2=https://10.0.0.12:2380', 'node3=https://10.0.0.13:2380'];
     expect(p.steps[0].params).toEqual({ snapshot: SNAP, sha256: 'ab'.repeat(32), revision: '4711' });
     // The whole cluster is replaced: no live-member check before stopping or moving data.
-    for (const s of p.steps.filter((x) => x.action === 'node.stopEtcd' || x.action === 'node.moveDataAside')) expect(s.params).toEqual({ node: s.node, force: true });
+    for (const s of p.steps.filter((x) => x.action === 'node.moveDataAside')) expect(s.params).toEqual({ node: s.node, force: true });
+    // The stops run at once; each knows the others, so whichever member leads then stops last.
+    for (const s of p.steps.filter((x) => x.action === 'node.stopEtcd')) {
+      expect(s.params).toEqual({ node: s.node, force: true, peersStopping: ['node1', 'node2', 'node3'].filter((n) => n !== s.node) });
+    }
     // minTool: the snapshot's etcd (3.5.15; no member answers): the tooling must be at least 3.5.
     expect(p.steps[7].params).toEqual({ snapshot: SNAP, sha256: 'ab'.repeat(32), token, initialCluster, nodes: ['node1', 'node2', 'node3'], bump: DEFAULT_REVISION_BUMP, minTool: '3.5' });
     expect(p.steps[11].params).toEqual({ node: 'node1', initialCluster: initialCluster.join(','), token });

@@ -189,6 +189,34 @@ async function switchEtcd(ctx: ActionContext, node: string, to: 'stop' | 'start'
   return { status: 'done', detail: `etcd on ${node} ${to === 'stop' ? 'stopped' : 'started'} (${rt.kind})` };
 }
 
+/** The deadline of a call to a member that may have just started (it connects before it serves). */
+const JUST_STARTED_CALL_MS = 1000;
+
+/** How long the leader's stop waits for its peers' (stopped at the same time) before it goes anyway. */
+export const LEADER_LAST_MS = 20_000;
+
+/**
+ * Stopping the whole cluster at once: a leader told to stop hands its leadership to a peer
+ * first, and waits for that (etcd's request timeout, ~7 s, or until kubelet kills it) when
+ * the peer is stopping too. So the member that leads stops last: once its peers no longer
+ * answer it has no one to hand over to and exits at once. Followers stop straight away.
+ * Resolves with what it did, for the step's detail, or undefined when `node` did not lead.
+ */
+async function leaderStopsLast(ctx: ActionContext, node: string, peers: string[]): Promise<string | undefined> {
+  const own = await ctx.res.etcd(node).then((c) => c.status()).catch(() => undefined);
+  if (!own || own.leader !== own.memberId) return undefined;
+  ctx.progress(`${node} leads the cluster: it stops once etcd on ${peers.join(', ')} has stopped`);
+  const t0 = Date.now();
+  const sleep = sleepOf(ctx);
+  for (;;) {
+    const answering = (await Promise.all(peers.map(async (p) => (await ctx.res.etcd(p).then((c) => c.health()).catch(() => undefined))?.healthy === true)))
+      .filter(Boolean).length;
+    if (!answering) return `it led the cluster, so it stopped after ${peers.join(', ')} (${((Date.now() - t0) / 1000).toFixed(1)} s)`;
+    if (Date.now() - t0 > LEADER_LAST_MS) return `it led the cluster; ${answering} of ${peers.join(', ')} still answered after ${LEADER_LAST_MS / 1000} s, so it stopped anyway`;
+    await sleep(200);
+  }
+}
+
 const actions: Partial<Record<ActionName, Action>> = {
   'snapshot.safety': async (step, ctx) => {
     if (ctx.outputs.safetySnapshot) return { status: 'skipped', detail: `safety snapshot ${ctx.outputs.safetySnapshot} already taken` };
@@ -237,7 +265,10 @@ const actions: Partial<Record<ActionName, Action>> = {
     // force: the plan replaces or re-forms the whole cluster (restore, force-new-cluster),
     // approved as such; there is no healthy member left to check against.
     if (step.params.force !== true) await assertNotLiveMember(ctx, node, 'stop etcd on');
-    return switchEtcd(ctx, node, 'stop');
+    const peers = step.params.force === true && Array.isArray(step.params.peersStopping) ? step.params.peersStopping : [];
+    const waited = peers.length ? await leaderStopsLast(ctx, node, peers) : undefined;
+    const r = await switchEtcd(ctx, node, 'stop');
+    return waited ? { ...r, detail: `${r.detail}; ${waited}` } : r;
   },
 
   'node.moveDataAside': async (step, ctx) => {
@@ -321,7 +352,9 @@ const actions: Partial<Record<ActionName, Action>> = {
       const member = memberOf(await leaderSide.memberList(), node);
       if (!member) throw new MedicError('UNSAFE', `${node.name} is no longer a member`);
       if (!member.isLearner) return 'promoted already';
-      const [mine, theirs] = await Promise.all([ctx.res.etcd(node.name).then((c) => c.status()), leaderSide.status()]);
+      // A member that has just started accepts connections before it serves: ask it with a
+      // short deadline, so a call made too early is tried again soon instead of hanging.
+      const [mine, theirs] = await Promise.all([ctx.res.etcd(node.name).then((c) => c.status({ deadlineMs: JUST_STARTED_CALL_MS })), leaderSide.status()]);
       const lag = BigInt(theirs.raftIndex) - BigInt(mine.raftIndex);
       ctx.progress(`${node.name} (learner) raft index ${mine.raftIndex}, leader side ${theirs.raftIndex}: ${lag > 0n ? `${lag} behind` : 'in sync'}`);
       return lag <= 5n ? `in sync (raft index ${mine.raftIndex}, leader side ${theirs.raftIndex})` : undefined;

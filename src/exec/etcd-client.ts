@@ -37,7 +37,8 @@ export interface EtcdHealth {
 
 export interface EtcdMemberClient {
   readonly endpoint: string;
-  status(): Promise<EndpointStatus>;
+  /** `deadlineMs`: shorter than the client's for polls of a member that may not serve yet. */
+  status(opts?: { deadlineMs?: number }): Promise<EndpointStatus>;
   memberList(): Promise<MemberInfo[]>;
   alarms(): Promise<Alarm[]>;
   /** Like `etcdctl endpoint health`; never throws. */
@@ -125,7 +126,14 @@ export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberCl
   const client = new Etcd3({
     hosts: [o.endpoint],
     credentials: o.tls ? { rootCertificate: o.tls.ca, certChain: o.tls.cert, privateKey: o.tls.key } : undefined,
-    grpcOptions: o.servername ? { 'grpc.ssl_target_name_override': o.servername } : undefined,
+    grpcOptions: {
+      ...(o.servername ? { 'grpc.ssl_target_name_override': o.servername } : {}),
+      // A member restarted by a runbook is dialled again within a second (gRPC's default
+      // backoff grows to minutes: a job's client to a member it stopped and started again
+      // sat waiting for its next reconnect for seconds).
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
+    },
     faultHandling: { host: () => callOnce, global: callOnce },
     defaultCallOptions: () => ({ deadline: Date.now() + o.deadlineMs }),
   });
@@ -148,7 +156,7 @@ export function createEtcdMemberClient(o: EtcdMemberClientOptions): EtcdMemberCl
   return {
     endpoint: o.endpoint,
 
-    status: () => call('status', async (opts) => {
+    status: (so) => callWithin(so?.deadlineMs ?? o.deadlineMs, 'status', async (opts) => {
       const r = await client.maintenance.status(opts);
       return {
         memberId: hexId(r.header.member_id),

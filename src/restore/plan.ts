@@ -196,8 +196,9 @@ export function planRestore(state: PlanState, args: { snapshot: string; mode: st
   const steps: StepSpec[] = [
     step('snapshot.verifyFile', undefined, { snapshot: rec.id, sha256: rec.sha256, revision: rec.revision },
       `re-check ${rec.id} on the bot's host (sha256, etcd checksum, snapshot status): a damaged file stops here, before any node is touched`),
-    ...nodes.map((n) => step('node.stopEtcd', n.name, { node: n.name, force: true },
-      `stop etcd on ${n.name} (${state.cluster.runtime === 'systemd' ? `systemctl stop ${state.cluster.systemd.unit}` : `manifest moved to ${p.workDir}`}); the whole cluster is replaced`, 'stop')),
+    // All at once; whichever member leads then stops last (it would wait on a leadership transfer to a peer that is stopping).
+    ...nodes.map((n) => step('node.stopEtcd', n.name, { node: n.name, force: true, peersStopping: nodes.filter((o) => o !== n).map((o) => o.name) },
+      `stop etcd on ${n.name} (${state.cluster.runtime === 'systemd' ? `systemctl stop ${state.cluster.systemd.unit}` : `manifest moved to ${p.workDir}`}); the whole cluster is replaced; the leader stops last`, 'stop')),
     ...nodes.map((n) => step('node.moveDataAside', n.name, { node: n.name, force: true },
       `move ${p.dataDir}/member on ${n.name} aside (kept, not deleted)`, 'aside')),
     step('restore.prepareData', undefined, {
