@@ -9,7 +9,9 @@
  *     with its per-step times;
  * and the ratio bot / by hand, with the time etcd itself made each wait shown apart.
  * Runbooks (BENCH_ONLY, comma-separated; default all): replace, restore-all,
- * restore-single, force-new-cluster. BENCH_RUNS rounds each (default 1). Starts its own
+ * restore-single, force-new-cluster. BENCH_RUNS rounds each (default 1). BENCH_CLUSTER: lab
+ * (etcd reached with the node's healthcheck-client certificate, the default) or lab-botcert
+ * (the bot's own client certificate): the two etcd auth modes. Starts its own
  * Redis on a private port; brings the lab up and leaves it up.
  */
 import { spawn } from 'node:child_process';
@@ -25,13 +27,14 @@ import {
   endpointHealth, hostEtcdctl, hostEtcdctlRaw, LAB_BOT_CERT, LAB_BOT_KEY, LAB_KNOWN_HOSTS, LAB_NODES, LAB_SSH_PORT,
   labNode, labSh, labUp, memberIdsByName, memberList, run, useLabTools, waitLabHealthy,
 } from '../test/support/lab';
-import { click, threadText, waitPlanMessage } from '../test/support/plans';
+import { click, threadOf, threadText, waitPlanMessage } from '../test/support/plans';
 
 const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? 6397);
 const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 1));
 const ALL = ['replace', 'restore-all', 'restore-single', 'force-new-cluster'] as const;
 type Runbook = typeof ALL[number];
 const ONLY = (process.env.BENCH_ONLY ?? ALL.join(',')).split(',').map((s) => s.trim()).filter(Boolean) as Runbook[];
+const CLUSTER = process.env.BENCH_CLUSTER ?? 'lab';
 const MANIFEST = '/etc/kubernetes/manifests/etcd.yaml';
 const PARKED = '/etc/kubernetes/etcd.yaml.hand';
 const WORK = '/tmp/etcd-medic-bench-hand';
@@ -188,13 +191,14 @@ const byHand: Record<Runbook, (snap: string) => Promise<void>> = {
 // ---- the bot ----------------------------------------------------------------------------
 
 const REQUEST: Record<Runbook, (snapId: string) => string> = {
-  replace: () => 'replace-member lab node3',
-  'restore-all': (id) => `restore lab ${id} --mode all`,
-  'restore-single': (id) => `restore lab ${id} --mode single`,
-  'force-new-cluster': () => 'force-new-cluster lab node1',
+  replace: () => `replace-member ${CLUSTER} node3`,
+  'restore-all': (id) => `restore ${CLUSTER} ${id} --mode all`,
+  'restore-single': (id) => `restore ${CLUSTER} ${id} --mode single`,
+  'force-new-cluster': () => `force-new-cluster ${CLUSTER} node1`,
 };
 const TITLE: Record<Runbook, RegExp> = {
-  replace: /etcd replace-member — lab/, 'restore-all': /etcd restore — lab/, 'restore-single': /etcd restore — lab/, 'force-new-cluster': /etcd force-new-cluster — lab/,
+  replace: new RegExp(`etcd replace-member — ${CLUSTER} `), 'restore-all': new RegExp(`etcd restore — ${CLUSTER} `),
+  'restore-single': new RegExp(`etcd restore — ${CLUSTER} `), 'force-new-cluster': new RegExp(`etcd force-new-cluster — ${CLUSTER} `),
 };
 
 async function byBot(h: Harness, rb: Runbook, snapId: string): Promise<Measured> {
@@ -213,6 +217,11 @@ async function byBot(h: Harness, rb: Runbook, snapId: string): Promise<Measured>
   // Waiting for etcd to come up: the steps that do nothing but wait for members.
   const upMs = timed.filter((m) => /^etcd\.wait/.test(m[2])).reduce((n, m) => n + Number(m[4]) * 1000, 0);
   const steps = timed.map((m) => `  ${m[1].padStart(2)}. ${`${m[2]}${m[3] ? ` ${m[3]}` : ''}`.padEnd(30)} ${m[4]} s`);
+  if (process.env.BENCH_TIMELINE) {
+    // When each thread line was posted, from the click: the time between the steps.
+    const clickedAt = performance.timeOrigin + t0;
+    for (const m of threadOf(h, plan.ts)) console.log(`    +${((Number(m.ts) * 1000 - clickedAt) / 1000).toFixed(2)} s  ${(m.text ?? '').split('\n')[0].slice(0, 90)}`);
+  }
   return { ms, refusedMs, upMs, steps };
 }
 
@@ -249,7 +258,7 @@ async function takeSnapshot(): Promise<SnapshotRecord> {
     tls: { ca: readFileSync(LAB_BOT_CERT.ca), cert: readFileSync(LAB_BOT_CERT.cert), key: readFileSync(LAB_BOT_CERT.key) },
   });
   try {
-    return await saveSnapshot({ client, store, cluster: 'lab', node: 'node1', requester: 'U0ALICE', reason: 'runbook bench', kind: 'manual' });
+    return await saveSnapshot({ client, store, cluster: CLUSTER, node: 'node1', requester: 'U0ALICE', reason: 'runbook bench', kind: 'manual' });
   } finally {
     client.close();
   }
@@ -267,14 +276,14 @@ async function main(): Promise<void> {
   const h = await startHarness({
     redisUrl: redis.url,
     mutateConfig: (c) => {
-      const lab = c.clusters.find((x) => x.name === 'lab')!;
+      const lab = c.clusters.find((x) => x.name === CLUSTER)!;
       lab.access.destructive.approvers = ['U0BOB', 'U0CAROL'];
       lab.access.destructive.approvals = 2;
     },
   });
   const version = (await labSh('version')).trim();
   const key = (await run('openssl', ['x509', '-noout', '-text', '-in', LAB_BOT_CERT.ca])).stdout.match(/Public Key Algorithm: (\S+)/)?.[1] ?? '?';
-  console.log(`lab: etcd ${version}, layout ${(await labSh('layout')).trim()}, certificates ${key}; ${RUNS} run(s) each, the median shown`);
+  console.log(`lab (cluster ${CLUSTER}): etcd ${version}, layout ${(await labSh('layout')).trim()}, certificates ${key}; ${RUNS} run(s) each, the median shown`);
   try {
     await writeKeys();
     const snap = await takeSnapshot();
@@ -297,7 +306,7 @@ async function main(): Promise<void> {
       const hand = pick(hands);
       const bot = pick(bots);
       const own = (m: Measured) => m.ms - m.refusedMs - m.upMs;
-      console.log(`\n${rb} (lab, 3 members)`);
+      console.log(`\n${rb} (${CLUSTER}, 3 members)`);
       console.log(`  scripted by hand (etcdctl + ssh, no checks)  ${secs(hand.ms).padStart(8)}  (etcd refusing ${secs(hand.refusedMs)}, members coming up ${secs(hand.upMs)})`);
       console.log(`  etcd-medic, last approval -> done in thread  ${secs(bot.ms).padStart(8)}  (etcd refusing ${secs(bot.refusedMs)}, waiting on members ${secs(bot.upMs)})`);
       console.log(`  ratio bot / by hand: ${(bot.ms / hand.ms).toFixed(2)}x; without etcd's waits ${(own(bot) / own(hand)).toFixed(2)}x (${secs(own(bot))} vs ${secs(own(hand))})`);

@@ -44,6 +44,8 @@ describe('quorum lost (lab)', () => {
     await h.slash('status lab', { user: 'U0ALICE' });
     const status = await h.nextMessage(/etcd status — lab/);
     expect(status.blocks).toMatch(/quorum lost/);
+    // node1 said it sees no leader: what needs one (health) was not waited for to its deadline, and says why.
+    expect(status.blocks).toMatch(/node1 +[0-9a-f]+ +\S+ +unhealthy: no leader \(raft term \d+\): it can't s/);
     expect(status.blocks).toContain('/etcd force-new-cluster lab node1');
 
     const before = h.fake.messages(LAB_CHANNEL).length;

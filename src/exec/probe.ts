@@ -357,9 +357,33 @@ function memberGet(node: NodeConfig, link: MemberLink, path: string, timeoutMs: 
   });
 }
 
-/** Partial answers are kept: under quorum loss status and member list work, health does not. */
+/**
+ * How long the answers that need a leader are still waited for once the member said it sees
+ * none: long enough for an election to end (etcd's default election timeout is 1 s).
+ */
+export const NO_LEADER_GRACE_MS = 1200;
+
+/**
+ * Partial answers are kept: under quorum loss status (and on 3.4 the member list) work,
+ * health does not. A member whose status says it sees no leader can't answer what needs one
+ * (health, alarms, the 3.5 member list): after NO_LEADER_GRACE_MS those stop being waited
+ * for (they would wait out the call deadline) and say why.
+ */
 async function askMember(etcd: EtcdMemberClient, tunnel: SshTunnel, base: { node: string; clientUrl: string }): Promise<NodeProbe> {
-  const [status, health, members, alarms] = await Promise.allSettled([etcd.status(), etcd.health(), etcd.memberList(), etcd.alarms()]);
+  const start = Date.now();
+  const statusP = etcd.status();
+  const never = new Promise<never>(() => undefined);
+  const noLeader = statusP.then((s) => (s.leader !== '0' ? never : new Promise<string>((resolve) => {
+    setTimeout(() => resolve(`no leader (raft term ${s.raftTerm}): it can't serve reads or writes`), NO_LEADER_GRACE_MS).unref();
+  })), () => never);
+  const needsLeader = <T>(p: Promise<T>, instead: (why: string) => T) => Promise.race([p, noLeader.then(instead)]);
+  const unavailable = (why: string): never => { throw new MedicError('ETCD_UNAVAILABLE', why, true); };
+  const [status, health, members, alarms] = await Promise.allSettled([
+    statusP,
+    needsLeader(etcd.health(), (why) => ({ healthy: false, latencyMs: Date.now() - start, error: why })),
+    needsLeader(etcd.memberList(), unavailable),
+    needsLeader(etcd.alarms(), unavailable),
+  ]);
   const probe: NodeProbe = {
     ...base,
     reachable: status.status === 'fulfilled',
