@@ -285,7 +285,10 @@ ensure_keys() {
     d="$PKI/$n"
     mkdir -p "$d"
     [[ -s $d/server.crt ]] || sign "$d/server" "$n" serverAuth,clientAuth "DNS:$n,DNS:localhost,IP:$ip,IP:127.0.0.1,IP:::1"
-    [[ -s $d/peer.crt ]] || sign "$d/peer" "$n" serverAuth,clientAuth "DNS:$n,DNS:localhost,IP:$ip,IP:127.0.0.1"
+    # kubeadm's peer SANs: hostname, localhost, the advertise address, 127.0.0.1 and ::1 (a peer
+    # cert of an older lab without ::1 is signed again, or every join regenerates it).
+    { [[ -s $d/peer.crt ]] && openssl x509 -in "$d/peer.crt" -noout -ext subjectAltName 2>/dev/null | grep -q '0:0:0:0:0:0:0:1'; } ||
+      sign "$d/peer" "$n" serverAuth,clientAuth "DNS:$n,DNS:localhost,IP:$ip,IP:127.0.0.1,IP:::1"
     [[ -s $d/healthcheck-client.crt ]] || sign "$d/healthcheck-client" kube-etcd-healthcheck-client clientAuth
     mkdir -p "$HOSTKEYS/$n"
     [[ -s $HOSTKEYS/$n/ssh_host_ed25519_key ]] ||

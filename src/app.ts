@@ -7,7 +7,7 @@ import { createJobRunner } from './engine/runner';
 import type { Notifier } from './engine/types';
 import { MemberLinks, probeCluster } from './exec/probe';
 import type { ClusterSnapshot } from './exec/types';
-import { createSshPool } from './exec/ssh';
+import { createSshPool, SshPool } from './exec/ssh';
 import { createJobQueue, JobQueue } from './queue/queue';
 import { createJobWorker, JobWorker } from './queue/worker';
 import { createSlackApp, createSlackWebNotifier } from './adapters/slack/app';
@@ -104,6 +104,8 @@ export interface Probe {
   (cluster: ClusterConfig): Promise<ClusterSnapshot>;
   /** Connections open now (kept and in use). */
   connections(): number;
+  /** The kept SSH pool (keepMs > 0), which the worker's plan jobs share. */
+  readonly ssh?: SshPool;
   close(): Promise<void>;
 }
 
@@ -115,6 +117,7 @@ function executionOf(res: JobResources): ExecutionResources {
     takeCommands: () => res.takeCommands(),
     fork: () => executionOf(res.view()),
     close: () => res.close(),
+    release: () => res.release(),
   };
 }
 /**
@@ -138,6 +141,7 @@ export function createProbe(sshKey: Buffer, metrics?: MedicMetrics, keepMs = 60_
     }
   };
   return Object.assign(probe, {
+    ssh: kept?.ssh,
     connections: () => kept?.ssh.size() ?? 0,
     async close() {
       kept?.links.closeAll();
@@ -202,7 +206,7 @@ export async function startMedic(opts: MedicOptions): Promise<Medic> {
     config: opts.config, commands, probe, approvals, locks, audit, surfaces, snapshots, memory, now: opts.now, planIdPrefix: opts.planIdPrefix, queueName: opts.queueName ?? 'etcd-medic',
     enqueueExecution: (job, jobId) => queue.add(job, { jobId }),
     openResources: sshKey ? (cluster, _planId, fence): ExecutionResources => {
-      const res = createJobResources({ cluster, sshKey, fence });
+      const res = createJobResources({ cluster, sshKey, fence, pool: keptProbe?.ssh });
       res.warm();
       return executionOf(res);
     } : undefined,

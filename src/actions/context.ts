@@ -54,8 +54,17 @@ export interface JobResources {
    * that run at the same time. Closing a view closes the job's connections.
    */
   view(): JobResources;
-  /** Closes every connection; from then on session(), etcd() and runtime() throw. */
+  /**
+   * Closes every connection; from then on session(), etcd() and runtime() throw. SSH
+   * connections of a shared pool to this cluster's nodes are closed too (a failed step,
+   * a lost lease: nothing of this job goes on on them).
+   */
   close(): Promise<void>;
+  /**
+   * The job ended well: like close(), but SSH connections of a shared pool stay for the
+   * next job and status (a later close() does nothing more).
+   */
+  release(): Promise<void>;
 }
 
 /**
@@ -77,6 +86,12 @@ export interface JobResourcesOptions {
   readLocalFile?: (path: string) => Promise<Buffer>;
   /** The job's lease token and check; without it (read jobs) nothing is fenced. */
   fence?: Fence;
+  /**
+   * The worker's kept SSH pool, shared with status probes and other jobs: the connections
+   * the re-plan's probe just used are the ones the steps run on. Without it the job dials
+   * its own and closes them at its end.
+   */
+  pool?: SshPool;
 }
 
 /** Exit status of the fence prefix when the node has seen a newer token. */
@@ -87,7 +102,7 @@ const OUTPUT_EXCERPT = 600;
 
 export function createJobResources(opts: JobResourcesOptions): JobResources {
   const { cluster } = opts;
-  const pool: SshPool = createSshPool({
+  const pool: SshPool = opts.pool ?? createSshPool({
     privateKey: opts.sshKey,
     connectTimeoutMs: cluster.ssh.connectTimeoutMs,
     commandTimeoutMs: cluster.ssh.commandTimeoutMs,
@@ -132,13 +147,19 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
     return (await p).client;
   };
 
-  const close = async () => {
+  // The job's etcd clients and tunnels always close with it; SSH connections of its own pool
+  // too, those of a shared pool unless the job ended well (release).
+  const end = async (keep: boolean) => {
+    if (state.closed) return;
     state.closed = true;
     const all = [...clients.values()];
     clients.clear();
     await Promise.all(all.map((p) => p.then((c) => c.close(), () => undefined)));
-    await pool.closeAll();
+    if (!opts.pool) await pool.closeAll();
+    else if (!keep) await pool.drop(cluster.nodes.map((n) => sshTargetFor(cluster, n)));
   };
+  const close = () => end(false);
+  const release = () => end(true);
 
   // A view: the job's connections with its own command record and step signal, so steps
   // that run at once each record their own commands and stop on their own timeout.
@@ -202,6 +223,7 @@ export function createJobResources(opts: JobResourcesOptions): JobResources {
       beginStep(signal) { stepSignal = signal; },
       view,
       close,
+      release,
     };
   };
   return view();

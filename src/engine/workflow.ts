@@ -38,6 +38,8 @@ export interface ExecutionResources {
    */
   fork?(): ExecutionResources;
   close(): Promise<void>;
+  /** The job ended well (or was cancelled between steps): connections a worker keeps may stay. @defaultValue close() */
+  release?(): Promise<void>;
 }
 
 export interface WorkflowDeps {
@@ -499,7 +501,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         if (await deps.approvals.stopIfCancelled(rec.id)) {
           deps.metrics?.job(rec.command, 'cancelled');
           await audit('job.cancelled', cluster.name, rec.id, 'bot', { atStep: i + 1, done: exec.states });
-          await resources.close().catch(() => undefined);
+          await (resources.release ?? resources.close)().catch(() => undefined);
           const report = await anchored(await finalReport(cluster, title, 'warn', `cancelled before ${label}; ${done(i)}, the rest did not. The cluster is as shown below.`));
           thread(report);
           await updateMessage(rec.id, exec.states, true);
@@ -665,7 +667,7 @@ export function createWorkflow(deps: WorkflowDeps) {
       if (!(await deps.approvals.transition(rec.id, ['running'], 'succeeded'))) {
         throw new MedicError('LEASE_LOST', `plan ${rec.id} is no longer running here after its last step: another worker reported it`);
       }
-      await resources.close().catch(() => undefined);
+      await (resources.release ?? resources.close)().catch(() => undefined);
       if (commandOf(rec.command).rebuildsCluster) {
         // A new cluster (restore) or a new membership on old data (force-new-cluster), both
         // approved: what the bot saw before is no longer what to compare with.

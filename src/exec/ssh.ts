@@ -120,6 +120,8 @@ export interface SshPool {
   session(target: SshTarget): Promise<SshSession>;
   /** Connections open now (connecting ones included). */
   size(): number;
+  /** Closes this pool's connections to these targets (connecting ones as they connect); the next session() dials anew. */
+  drop(targets: SshTarget[]): Promise<void>;
   closeAll(): Promise<void>;
 }
 
@@ -211,6 +213,15 @@ export function createSshPool(opts: SshPoolOptions): SshPool {
       return p;
     },
     size: () => sessions.size,
+    async drop(targets) {
+      const gone = targets.map(keyOf).flatMap((key) => {
+        const p = sessions.get(key);
+        if (!p) return [];
+        forget(key, p);
+        return [p];
+      });
+      await Promise.all(gone.map((p) => p.then((s) => s.close(), () => undefined)));
+    },
     async closeAll() {
       const all = [...sessions.values()];
       sessions.clear();
