@@ -214,8 +214,9 @@ async function byBot(h: Harness, rb: Runbook, snapId: string): Promise<Measured>
   const thread = threadText(h, plan.ts);
   const timed = [...thread.matchAll(/step (\d+)\/\d+: (\S+)(?: (node\d))? — ([\d.]+) s/g)];
   const refusedMs = [...thread.matchAll(/etcd refused it for ([\d.]+) s first/g)].reduce((n, m) => n + Number(m[1]) * 1000, 0);
-  // Waiting for etcd to come up: the steps that do nothing but wait for members.
-  const upMs = timed.filter((m) => /^etcd\.wait/.test(m[2])).reduce((n, m) => n + Number(m[4]) * 1000, 0);
+  // Waiting for etcd to come up: the steps that wait for members (a learner catching up, a
+  // member forming, the members of a restore or join becoming healthy) and check them.
+  const upMs = timed.filter((m) => /^etcd\.wait|^(restore|cluster)\.verify$/.test(m[2])).reduce((n, m) => n + Number(m[4]) * 1000, 0);
   const steps = timed.map((m) => `  ${m[1].padStart(2)}. ${`${m[2]}${m[3] ? ` ${m[3]}` : ''}`.padEnd(30)} ${m[4]} s`);
   if (process.env.BENCH_TIMELINE) {
     // When each thread line was posted, from the click: the time between the steps.
@@ -308,7 +309,7 @@ async function main(): Promise<void> {
       const own = (m: Measured) => m.ms - m.refusedMs - m.upMs;
       console.log(`\n${rb} (${CLUSTER}, 3 members)`);
       console.log(`  scripted by hand (etcdctl + ssh, no checks)  ${secs(hand.ms).padStart(8)}  (etcd refusing ${secs(hand.refusedMs)}, members coming up ${secs(hand.upMs)})`);
-      console.log(`  etcd-medic, last approval -> done in thread  ${secs(bot.ms).padStart(8)}  (etcd refusing ${secs(bot.refusedMs)}, waiting on members ${secs(bot.upMs)})`);
+      console.log(`  etcd-medic, last approval -> done in thread  ${secs(bot.ms).padStart(8)}  (etcd refusing ${secs(bot.refusedMs)}, waiting on and checking members ${secs(bot.upMs)})`);
       console.log(`  ratio bot / by hand: ${(bot.ms / hand.ms).toFixed(2)}x; without etcd's waits ${(own(bot) / own(hand)).toFixed(2)}x (${secs(own(bot))} vs ${secs(own(hand))})`);
       if (RUNS > 1) console.log(`  all runs: by hand ${hands.map((m) => secs(m.ms)).join(', ')}; bot ${bots.map((m) => secs(m.ms)).join(', ')}`);
       console.log('  bot steps:');
