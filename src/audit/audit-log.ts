@@ -196,32 +196,30 @@ export function createAuditLog(redis: Redis, opts: AuditLogOptions = {}): AuditL
     }
   }
 
-  async function appendNow(event: AuditEvent, o: { once?: string }): Promise<AuditEntry> {
-    const base = prepare(event);
-    const once = o.once ? `${key}:once:${o.once}` : '';
-    const start = Date.now();
-    // Other writers may win the head many times in a row (many appends at once): go on while
-    // they make progress, for maxAttempts tries and at least retryForMs.
-    for (let attempt = 1; attempt <= maxAttempts || Date.now() - start < retryForMs; attempt++) {
-      const raw = await redis.get(headKey);
-      const head = parseHead(raw);
-      const unhashed = { ...base, seq: head.seq + 1, ts: now().toISOString(), prev: head.hash };
-      const entry: AuditEntry = { ...unhashed, hash: hashEntry(unhashed, opts.hmacKey) };
-      const res = await redis.eval(APPEND, 2, key, headKey, raw ?? '', canonicalJson(entry), `${entry.seq} ${entry.hash}`, once);
-      if (res === 1) return entry;
-      if (res === 2) return undefined as unknown as AuditEntry;
-      if (res === -1) {
-        throw new MedicError('INTERNAL', `audit log ${key} has entries but ${headKey} is missing: not appending, it would start a second chain. `
-          + `Restore ${headKey} as "<seq> <hash>" of the last line (node dist/src/cli/audit.js tail -n 1 shows it)`);
-      }
-      await sleep(backoffMs(attempt));
-    }
-    throw new MedicError('INTERNAL', `audit log ${key}: other processes kept appending; gave up after ${Math.round((Date.now() - start) / 1000)} s of tries`, true);
-  }
-
   const log: AuditLog = {
     key,
-    append: (event: AuditEvent, o: { once?: string } = {}) => appendNow(event, o),
+    async append(event: AuditEvent, o: { once?: string } = {}): Promise<AuditEntry> {
+      const base = prepare(event);
+      const once = o.once ? `${key}:once:${o.once}` : '';
+      const start = Date.now();
+      // Other writers may win the head many times in a row (many appends at once): go on while
+      // they make progress, for maxAttempts tries and at least retryForMs.
+      for (let attempt = 1; attempt <= maxAttempts || Date.now() - start < retryForMs; attempt++) {
+        const raw = await redis.get(headKey);
+        const head = parseHead(raw);
+        const unhashed = { ...base, seq: head.seq + 1, ts: now().toISOString(), prev: head.hash };
+        const entry: AuditEntry = { ...unhashed, hash: hashEntry(unhashed, opts.hmacKey) };
+        const res = await redis.eval(APPEND, 2, key, headKey, raw ?? '', canonicalJson(entry), `${entry.seq} ${entry.hash}`, once);
+        if (res === 1) return entry;
+        if (res === 2) return undefined as unknown as AuditEntry;
+        if (res === -1) {
+          throw new MedicError('INTERNAL', `audit log ${key} has entries but ${headKey} is missing: not appending, it would start a second chain. `
+            + `Restore ${headKey} as "<seq> <hash>" of the last line (node dist/src/cli/audit.js tail -n 1 shows it)`);
+        }
+        await sleep(backoffMs(attempt));
+      }
+      throw new MedicError('INTERNAL', `audit log ${key}: other processes kept appending; gave up after ${Math.round((Date.now() - start) / 1000)} s of tries`, true);
+    },
 
     async recent(q) {
       if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > 1000) throw new MedicError('BAD_INPUT', `audit limit ${q.limit}: expected 1–1000`);
