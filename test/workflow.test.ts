@@ -291,6 +291,21 @@ describe('workflow', () => {
     expect((await f.audit.verify()).problems).toEqual([]);
   });
 
+  it.each([
+    ['refused (a learner appeared)', true, /before running, the cluster no longer allows this: .*Nothing ran/],
+  ])('a plan %s before it ran lets its connections go as a job that ended well (kept ones stay), not as a failed one', async (_what, learner, says) => {
+    const f = await approvedReplace();
+    const calls: string[] = [];
+    const wf = workflowWith(f, () => ({
+      run: async () => ({ status: 'done', detail: 'ran' }), takeCommands: () => [],
+      close: async () => { calls.push('close'); }, release: async () => { calls.push('release'); },
+    }));
+    f.state.d = { down: ['node3'], strangers: [{ id: 'ab12cd34ef567890', name: 'cp4', ip: '10.0.0.14', learner }] };
+    const report = await wf.executeJob(f.enqueued[0].job, 'x1', io());
+    expect([report.verdict?.text, ...(report.notes ?? [])].join('\n')).toMatch(says);
+    expect(calls[0]).toBe('release');
+  });
+
   describe('a batch: steps 4-5 of replace-member (data aside, PKI) run at the same time', () => {
     const BATCH = ['node.moveDataAside', 'node.ensurePki'];
     /**

@@ -413,6 +413,8 @@ export function createWorkflow(deps: WorkflowDeps) {
     }
 
     let resources: ExecutionResources | undefined;
+    // Nothing failed (all done, cancelled between steps, or nothing ran): connections the worker keeps may stay.
+    const letGo = async () => { if (resources) await (resources.release ?? resources.close)().catch(() => undefined); };
     // Aborts the step in flight: a lost lease or a shutdown that ran out of grace. The step's
     // own timeout is added per step by the resources' runner.
     const abort = new AbortController();
@@ -455,6 +457,7 @@ export function createWorkflow(deps: WorkflowDeps) {
           const report = errorReport(title, `before running, the cluster no longer allows this: ${describeError(e)}. Nothing ran.`, [`/etcd status ${cluster.name}`]);
           thread(report);
           await updateMessage(rec.id, exec.states, true);
+          await letGo();
           return report;
         }
         if (fresh.hash !== rec.hash || membersChanged(rec.plan.basis, fresh.plan.basis)) {
@@ -467,6 +470,7 @@ export function createWorkflow(deps: WorkflowDeps) {
           thread(`The cluster changed after approval (${why.join('; ')}): nothing ran. A new plan ${newId} was posted; it needs approval again.`);
           await flushPosts();
           const v = await createRecord(newId, command, cluster, rec.origin, fresh.plan, fresh.hash, rec.id);
+          await letGo();
           return { ...planReport(v), notes: [`the cluster changed after plan ${rec.id} was approved (${why.join('; ')}): nothing ran; approve plan ${newId} to go on`, ...(planReport(v).notes ?? [])] };
         }
         exec.startedAt = now().toISOString();
@@ -501,7 +505,7 @@ export function createWorkflow(deps: WorkflowDeps) {
         if (await deps.approvals.stopIfCancelled(rec.id)) {
           deps.metrics?.job(rec.command, 'cancelled');
           await audit('job.cancelled', cluster.name, rec.id, 'bot', { atStep: i + 1, done: exec.states });
-          await (resources.release ?? resources.close)().catch(() => undefined);
+          await letGo();
           const report = await anchored(await finalReport(cluster, title, 'warn', `cancelled before ${label}; ${done(i)}, the rest did not. The cluster is as shown below.`));
           thread(report);
           await updateMessage(rec.id, exec.states, true);
@@ -667,7 +671,7 @@ export function createWorkflow(deps: WorkflowDeps) {
       if (!(await deps.approvals.transition(rec.id, ['running'], 'succeeded'))) {
         throw new MedicError('LEASE_LOST', `plan ${rec.id} is no longer running here after its last step: another worker reported it`);
       }
-      await (resources.release ?? resources.close)().catch(() => undefined);
+      await letGo();
       if (commandOf(rec.command).rebuildsCluster) {
         // A new cluster (restore) or a new membership on old data (force-new-cluster), both
         // approved: what the bot saw before is no longer what to compare with.
